@@ -1,0 +1,5 @@
+"""``python -m cloner``."""
+
+from cloner.cli.main import main
+
+main()

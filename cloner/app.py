@@ -1,0 +1,89 @@
+"""Composition root: builds settings-derived services once and hands them down."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from cloner import constants
+from cloner.catalog import Catalog
+from cloner.controlplane import ControlPlane, SQLiteControlPlane
+from cloner.metrics import Metrics
+from cloner.pipeline import Deprovisioner, Provisioner
+from cloner.pipeline.context import Services
+from cloner.runtime.docker import DockerRuntime
+from cloner.secrets import Vault, read_or_create
+from cloner.settings import Settings
+
+
+@dataclass
+class App:
+    """Everything a daemon or CLI command needs, opened together and closed together."""
+
+    settings: Settings
+    control_plane: ControlPlane
+    runtime: DockerRuntime
+    catalog: Catalog
+    vault: Vault
+    metrics: Metrics
+    install_id: str
+    admin_token: str
+    #: Fresh per process start: a restarted daemon never inherits its old leases.
+    owner_id: str
+
+    @property
+    def services(self) -> Services:
+        """The collaborators pipelines use."""
+        return Services(
+            settings=self.settings, control_plane=self.control_plane, runtime=self.runtime,
+            catalog=self.catalog, vault=self.vault, metrics=self.metrics,
+            install_id=self.install_id,
+        )
+
+    @property
+    def provisioner(self) -> Provisioner:
+        """A provisioning pipeline bound to this app."""
+        return Provisioner(self.services)
+
+    @property
+    def deprovisioner(self) -> Deprovisioner:
+        """A deprovisioning pipeline bound to this app."""
+        return Deprovisioner(self.services)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings, control_plane: ControlPlane | None = None
+    ) -> AsyncIterator[App]:
+        """Prepare the data dir (0700), keys (0600), control plane and runtime."""
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_dir.chmod(0o700)
+        secret_key = (
+            settings.secret_key.get_secret_value() if settings.secret_key
+            else read_or_create(data_dir / constants.SECRET_KEY_FILE, Vault.new_key())
+        )
+        admin_token = (
+            settings.admin_token.get_secret_value() if settings.admin_token
+            else read_or_create(
+                data_dir / constants.ADMIN_TOKEN_FILE, secrets.token_urlsafe(32)
+            )
+        )
+        install_id = read_or_create(data_dir / constants.INSTALL_ID_FILE, uuid.uuid4().hex[:12])
+        cp = control_plane or SQLiteControlPlane(settings.control_plane_path)
+        await cp.open()
+        runtime = DockerRuntime(install_id, settings.docker_url)
+        app = cls(
+            settings=settings, control_plane=cp, runtime=runtime,
+            catalog=Catalog(settings.templates_dir, settings.industry_templates_dir),
+            vault=Vault(secret_key), metrics=Metrics(), install_id=install_id,
+            admin_token=admin_token, owner_id=uuid.uuid4().hex,
+        )
+        try:
+            yield app
+        finally:
+            await runtime.close()
+            await cp.close()

@@ -1,0 +1,6 @@
+"""Template catalog: root templates per (engine, version), industry overlays, checksums."""
+
+from cloner.catalog.catalog import Catalog, ResolvedTemplates, TemplateFile, VersionInfo
+from cloner.catalog.lint import lint_sql
+
+__all__ = ["Catalog", "ResolvedTemplates", "TemplateFile", "VersionInfo", "lint_sql"]

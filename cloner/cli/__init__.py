@@ -1,0 +1,1 @@
+"""The ``cloner`` command line: thin over the same services the daemon uses."""

@@ -1,0 +1,392 @@
+"""``cloner …`` commands (DESIGN.md, "Outside contract").
+
+Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input. Errors are
+one line on stderr. Every read command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from cloner.app import App
+from cloner.domain import Engine, RequestStatus, Status, parse_engine
+from cloner.errors import ClonerError, InvalidInput
+from cloner.logging import REDACTOR, configure_logging
+from cloner.settings import Settings
+
+T = TypeVar("T")
+ENGINES = "{postgres,mysql,mongodb,sqlite}"
+INDUSTRIES = "{technology,healthcare,finance,none}"
+LIVE_DAEMON_WITHIN_S = 15.0
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"cloner: error: {REDACTOR.redact(message)}", err=True)
+    sys.exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        _fail(f"invalid setting CLONER_{where.upper()}: {first['msg']}", 2)
+
+
+def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(coro_fn(settings))
+    except ClonerError as exc:
+        _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 1)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cloner")
+def cli() -> None:
+    """cloner: a dedicated, isolated database per tenant."""
+
+
+@cli.command()
+def serve() -> None:
+    """Run the daemon: workers, HTTP API and /metrics."""
+    from cloner.daemon.service import serve as serve_daemon
+
+    _run(serve_daemon)
+
+
+# ----------------------------------------------------------------- images
+
+
+@cli.group()
+def images() -> None:
+    """Engine images."""
+
+
+@images.command("ensure")
+@click.option("--engine", "engine_name", metavar=ENGINES, default=None,
+              help="Only this engine (default: every container engine).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def images_ensure(engine_name: str | None, as_json: bool) -> None:
+    """Pull the engine images, or build them offline from Debian packages."""
+    from cloner.runtime.image_store import CONTAINER_ENGINES, ensure_image
+
+    async def run(settings: Settings) -> list[dict[str, Any]]:
+        engines = [parse_engine(engine_name)] if engine_name else list(CONTAINER_ENGINES)
+        for engine in engines:
+            if engine not in CONTAINER_ENGINES:
+                raise InvalidInput(f"engine {engine.value} has no container image")
+        async with App.open(settings) as app:
+            await app.runtime.ping()
+            results = []
+            for engine in engines:
+                outcome = await ensure_image(
+                    app.runtime, engine, settings.image_for(engine.value),
+                    pull_timeout_s=settings.image_pull_timeout_s,
+                    work_dir=settings.data_dir / "build",
+                )
+                results.append({"engine": outcome.engine, "image": outcome.image,
+                                "action": outcome.action, "seconds": round(outcome.seconds, 1)})
+            return results
+
+    results = _run(run)
+    if as_json:
+        _print_json(results)
+    else:
+        for r in results:
+            click.echo(f"{r['engine']:<10} {r['image']:<30} {r['action']:<8} {r['seconds']}s")
+
+
+# ----------------------------------------------------------------- tenants
+
+
+@cli.group()
+def tenant() -> None:
+    """Create, inspect and delete tenants."""
+
+
+async def _wait(app: App, request_id: str, timeout_s: float) -> None:
+    """Wait for a request; work it in-process when no daemon is alive."""
+    from cloner.daemon.worker import drain_until_done
+    from cloner.tenants import TenantService
+
+    if not await app.control_plane.live_daemons(LIVE_DAEMON_WITHIN_S):
+        click.echo("cloner: no daemon is running; working the request in this process",
+                   err=True)
+        try:
+            await drain_until_done(app, request_id, timeout_s)
+        except TimeoutError:
+            raise ClonerError(
+                f"request {request_id} did not finish within {timeout_s:.0f}s"
+            ) from None
+        return
+    await TenantService(app).wait(request_id, timeout_s)
+
+
+@tenant.command("create")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--engine", required=True, metavar=ENGINES)
+@click.option("--industry", required=True, metavar=INDUSTRIES)
+@click.option("--template-version", default=None, metavar="vX.Y",
+              help="Root template version (default: the latest).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until ready or failed.")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+              help="Seconds to wait with --wait.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_create(  # noqa: PLR0917 - one parameter per CLI option
+    tenant_id: str, engine: str, industry: str, template_version: str | None,
+                  wait_: bool, timeout_s: float, as_json: bool) -> None:
+    """Enqueue a new tenant database."""
+    from cloner.tenants import TenantService
+
+    async def run(settings: Settings) -> tuple[dict[str, Any], bool]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            request = await service.create(tenant_id, engine, industry, template_version)
+            if not wait_:
+                return {"request_id": request.id, "tenant_id": tenant_id,
+                        "status": Status.REQUESTED.value}, True
+            await _wait(app, request.id, timeout_s)
+            finished = await app.control_plane.get_request(request.id)
+            tenant_row = await service.get(tenant_id)
+            ok = finished is not None and finished.status is RequestStatus.DONE
+            return await service.to_json(tenant_row, reveal=False), ok
+
+    data, ok = _run(run)
+    if as_json:
+        _print_json(data)
+    elif "request_id" in data:
+        click.echo(f"{data['tenant_id']}: requested (request {data['request_id']})")
+    else:
+        click.echo(_describe(data))
+    if not ok:
+        error = data.get("error") or {}
+        _fail(f"tenant {tenant_id} failed at {error.get('step')}: {error.get('reason')}", 1)
+
+
+@tenant.command("list")
+@click.option("--status", default=None, metavar="STATE",
+              help="Only tenants in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_list(status: str | None, as_json: bool) -> None:
+    """List tenants."""
+    from cloner.tenants import TenantService
+
+    if status is not None and status not in {s.value for s in Status}:
+        _fail(f"unknown state {status!r}: choose one of "
+              f"{', '.join(s.value for s in Status)}", 2)
+
+    async def run(settings: Settings) -> list[dict[str, Any]]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            return [await service.to_json(t, reveal=False) for t in await service.list(status)]
+
+    rows = _run(run)
+    if as_json:
+        _print_json(rows)
+        return
+    click.echo(format_table(rows))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The human table of ``tenant list``: state, endpoint and timings."""
+    header = ("TENANT", "STATUS", "ENGINE", "INDUSTRY", "VERSION", "ENDPOINT", "READY_S",
+              "ISOLATION")
+    lines = [header]
+    for r in rows:
+        ep = r.get("endpoint") or {}
+        endpoint = ep.get("path") or (f"{ep.get('host')}:{ep.get('port')}/{ep.get('database')}"
+                                      if ep.get("port") else "-")
+        timings = r.get("timings") or {}
+        isolation = r.get("isolation")
+        lines.append((
+            r["tenant_id"], r["status"], r["engine"], r["industry"], r["template_version"],
+            endpoint, f"{timings['total_s']:.2f}" if timings.get("total_s") else "-",
+            "-" if isolation is None else ("passed" if isolation["passed"] else "FAILED"),
+        ))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _describe(data: dict[str, Any]) -> str:
+    ep = data.get("endpoint") or {}
+    timings = data.get("timings") or {}
+    lines = [
+        f"tenant:     {data['tenant_id']}",
+        f"status:     {data['status']}",
+        f"engine:     {data['engine']} ({data['template_version']}, {data['industry']})",
+    ]
+    if ep:
+        lines.append("endpoint:   " + (ep.get("path") or
+                                       f"{ep['host']}:{ep['port']}/{ep['database']}"))
+    if data.get("container"):
+        lines.append(f"container:  {data['container']['name']}")
+    for role, cred in (data.get("roles") or {}).items():
+        shown = cred["password"] if cred.get("password") else "(hidden; --reveal)"
+        lines.append(f"role {role + ':':<9} {cred['username']}  {shown}")
+    if data.get("isolation"):
+        iso = data["isolation"]
+        lines.append(f"isolation:  {'passed' if iso['passed'] else 'FAILED'} "
+                     f"({sum(c['passed'] for c in iso['checks'])}/{len(iso['checks'])} checks)")
+    if timings.get("total_s"):
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in timings.get("steps", {}).items())
+        lines.append(f"timings:    {timings['total_s']:.2f}s ({steps})")
+    if data.get("error"):
+        lines.append(f"error:      {data['error'].get('step')}: {data['error'].get('reason')}")
+    return "\n".join(lines)
+
+
+@tenant.command("show")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--reveal", is_flag=True, help="Include passwords and DSNs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_show(tenant_id: str, reveal: bool, as_json: bool) -> None:
+    """Show one tenant (secrets only with --reveal)."""
+    from cloner.tenants import TenantService
+
+    async def run(settings: Settings) -> dict[str, Any]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            return await service.to_json(await service.get(tenant_id), reveal=reveal)
+
+    data = _run(run)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(_describe(data))
+
+
+@tenant.command("delete")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--purge", is_flag=True, help="Also remove the data volume (after the backup).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until done.")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_delete(tenant_id: str, purge: bool, wait_: bool, timeout_s: float,
+                  as_json: bool) -> None:
+    """Deprovision a tenant: final backup, container removed, volume kept unless --purge."""
+    from cloner.tenants import TenantService
+
+    async def run(settings: Settings) -> tuple[dict[str, Any], bool]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            request = await service.delete(tenant_id, purge=purge)
+            if not wait_:
+                return {"request_id": request.id, "tenant_id": tenant_id,
+                        "status": Status.DEPROVISIONING.value}, True
+            await _wait(app, request.id, timeout_s)
+            finished = await app.control_plane.get_request(request.id)
+            ok = finished is not None and finished.status is RequestStatus.DONE
+            return await service.to_json(await service.get(tenant_id), reveal=False), ok
+
+    data, ok = _run(run)
+    if as_json:
+        _print_json(data)
+    elif "request_id" in data:
+        click.echo(f"{tenant_id}: deprovisioning (request {data['request_id']})")
+    else:
+        backup = data.get("backup") or {}
+        click.echo(f"{tenant_id}: {data['status']}; backup {backup.get('path', '-')}")
+    if not ok:
+        error = data.get("error") or {}
+        _fail(f"deleting {tenant_id} failed at {error.get('step')}: {error.get('reason')}", 1)
+
+
+# --------------------------------------------------------------- templates
+
+
+@cli.group()
+def template() -> None:
+    """Root templates and industry overlays."""
+
+
+@template.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def template_list(as_json: bool) -> None:
+    """List template versions per engine, with checksums and overlays."""
+    from cloner.catalog import Catalog
+
+    settings = _settings()
+    try:
+        catalog = Catalog(settings.templates_dir, settings.industry_templates_dir)
+        versions = catalog.list_versions()
+    except ClonerError as exc:
+        _fail(exc.message, exc.exit_code)
+    rows = [{"engine": v.engine, "version": v.version, "released": v.released,
+             "checksum": v.checksum, "overlays": list(v.overlays),
+             "description": v.description} for v in versions]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['engine']:<9} {r['version']:<6} {r['released']:<11} "
+                   f"{r['checksum'][:12]}  overlays: {', '.join(r['overlays']) or '-'}")
+
+
+@template.command("validate")
+@click.option("--engine", "engine_name", default=None, metavar=ENGINES)
+@click.option("--template-version", default=None, metavar="vX.Y")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def template_validate(engine_name: str | None, template_version: str | None,
+                      as_json: bool) -> None:
+    """Check templates statically, then apply each to a scratch database."""
+    from cloner.domain import validate_version
+    from cloner.engines import available_engines
+    from cloner.validation import validate_templates
+
+    async def run(settings: Settings) -> Any:
+        engines: list[Engine] = (
+            [parse_engine(engine_name)] if engine_name else available_engines()
+        )
+        if template_version:
+            validate_version(template_version)
+        async with App.open(settings) as app:
+            return await validate_templates(app, engines, template_version)
+
+    report = _run(run)
+    if as_json:
+        _print_json({"ok": report.ok, "applied": report.applied, "errors": report.errors,
+                     "warnings": report.warnings})
+    else:
+        for line in report.applied:
+            click.echo(f"ok       {line}")
+        for line in report.warnings:
+            click.echo(f"warning  {line}")
+        for line in report.errors:
+            click.echo(f"error    {line}")
+    if not report.ok:
+        _fail(f"{len(report.errors)} template error(s)", 1)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, exit 2 for usage errors."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.UsageError as exc:
+        _fail(exc.format_message().replace("\n", " "), 2)
+    except click.exceptions.Abort:
+        _fail("aborted", 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

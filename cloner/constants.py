@@ -1,0 +1,48 @@
+"""Names and defaults shared across the package: label keys, metric names, limits.
+
+Units are in the names (``_s``, ``_bytes``) so call sites need no comments.
+"""
+
+from typing import Final
+
+LABEL_PREFIX: Final = "cloner."
+LABEL_MANAGED: Final = "cloner.managed"
+LABEL_INSTALL: Final = "cloner.install"
+LABEL_TENANT: Final = "cloner.tenant"
+LABEL_REQUEST: Final = "cloner.request"
+LABEL_ENGINE: Final = "cloner.engine"
+LABEL_TEMPLATE_VERSION: Final = "cloner.template_version"
+LABEL_ROLE: Final = "cloner.role"
+
+CONTAINER_PREFIX: Final = "cloner-"
+VOLUME_SUFFIX: Final = "-data"
+
+TENANT_ID_PATTERN: Final = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
+
+# Secrets
+PASSWORD_BYTES: Final = 24  # token_urlsafe(24) -> 32 chars, 192 bits
+SECRET_KEY_FILE: Final = "secret.key"  # noqa: S105 - a file name
+ADMIN_TOKEN_FILE: Final = "admin.token"  # noqa: S105 - a file name
+CONTROL_PLANE_FILE: Final = "control-plane.sqlite3"
+INSTALL_ID_FILE: Final = "install.id"
+
+# Queue / leases (RELIABILITY.md defaults)
+LEASE_TTL_S: Final = 30.0
+HEARTBEAT_INTERVAL_S: Final = 10.0
+POLL_INTERVAL_S: Final = 0.5
+SHUTDOWN_GRACE_S: Final = 15.0
+MAX_ATTEMPTS: Final = 5
+BACKOFF_BASE_S: Final = 1.0
+BACKOFF_CAP_S: Final = 30.0
+BACKOFF_JITTER: Final = 0.2
+
+# Readiness
+READY_TIMEOUT_S: Final = 60.0
+READY_PROBE_INTERVAL_S: Final = 0.05
+READY_PROBE_MAX_INTERVAL_S: Final = 0.5
+
+# Metrics
+METRIC_PREFIX: Final = "cloner_"
+PROVISION_BUCKETS_S: Final = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
+)

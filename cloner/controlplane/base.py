@@ -1,0 +1,127 @@
+"""The control-plane interface: what workers, CLI and HTTP need from queue and registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cloner.domain import (
+    Endpoint,
+    IsolationReport,
+    Request,
+    RequestKind,
+    Status,
+    Tenant,
+    TenantSpec,
+)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Queue depth and the age of its oldest waiting request."""
+
+    queued: int
+    running: int
+    oldest_queued_age_s: float | None
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class TenantUpdate:
+    """Fields to change on a registry row; ``_UNSET`` fields stay as they are."""
+
+    status: Status | None = None
+    endpoint: Endpoint | None = _UNSET
+    container_id: str | None = _UNSET
+    container_name: str | None = _UNSET
+    credentials_token: str | None = _UNSET
+    isolation: IsolationReport | None = _UNSET
+    timings: dict[str, Any] = _UNSET
+    error: dict[str, Any] | None = _UNSET
+    backup: dict[str, Any] | None = _UNSET
+    attempts: int = _UNSET
+    event: str | None = None
+    event_detail: dict[str, Any] = field(default_factory=dict)
+
+    def changed(self) -> dict[str, Any]:
+        """The fields that are set, by name (``status`` and event excluded)."""
+        names = (
+            "endpoint", "container_id", "container_name", "credentials_token",
+            "isolation", "timings", "error", "backup", "attempts",
+        )
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not _UNSET}
+
+
+class ControlPlane(Protocol):
+    """Queue + registry. Every state change is one transaction."""
+
+    async def open(self) -> None:
+        """Connect and migrate the schema."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    # queue
+    async def enqueue(
+        self, spec: TenantSpec | None, kind: RequestKind, tenant_id: str,
+        payload: dict[str, Any],
+    ) -> Request:
+        """Record a request (and for provisioning, the tenant row) atomically."""
+
+    async def claim(self, owner: str, lease_ttl_s: float) -> Request | None:
+        """Lease the next runnable request, or an expired one."""
+
+    async def renew(self, request_id: str, owner: str, lease_ttl_s: float) -> bool:
+        """Extend a lease; False means it was lost."""
+
+    async def complete(self, request_id: str, owner: str) -> None:
+        """Mark a leased request done."""
+
+    async def fail(self, request_id: str, owner: str, error: str) -> None:
+        """Mark a leased request failed for good."""
+
+    async def retry(self, request_id: str, owner: str, error: str, delay_s: float) -> None:
+        """Put a leased request back with a delay (backoff)."""
+
+    async def release(self, request_id: str, owner: str) -> None:
+        """Give a leased request back without charging an attempt (shutdown)."""
+
+    async def get_request(self, request_id: str) -> Request | None:
+        """One request by id."""
+
+    async def active_request(self, tenant_id: str) -> Request | None:
+        """The queued or running request of a tenant, if any."""
+
+    async def queue_stats(self) -> QueueStats:
+        """Depth and age of the queue."""
+
+    # registry
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """One registry row."""
+
+    async def list_tenants(self, status: Status | None = None) -> list[Tenant]:
+        """Registry rows, optionally by state."""
+
+    async def update_tenant(self, tenant_id: str, update: TenantUpdate) -> Tenant:
+        """Apply an update; a status change is checked against the state machine."""
+
+    async def credentials_token(self, tenant_id: str) -> str | None:
+        """The encrypted credentials of a tenant."""
+
+    async def tenant_counts(self) -> dict[tuple[str, str], int]:
+        """(status, engine) → number of tenants."""
+
+    async def events(self, tenant_id: str) -> list[dict[str, Any]]:
+        """History of a tenant."""
+
+    # daemons
+    async def heartbeat_daemon(self, owner: str, pid: int, hostname: str) -> None:
+        """Record that a daemon is alive."""
+
+    async def remove_daemon(self, owner: str) -> None:
+        """Forget a daemon (clean shutdown)."""
+
+    async def live_daemons(self, within_s: float) -> list[dict[str, Any]]:
+        """Daemons that sent a heartbeat recently."""

@@ -1,0 +1,95 @@
+-- Named queries of the SQLite control plane. "-- name: x" starts a block.
+
+-- name: get_tenant
+SELECT * FROM tenants WHERE tenant_id = :tenant_id;
+
+-- name: list_tenants
+SELECT * FROM tenants ORDER BY created_at, tenant_id;
+
+-- name: list_tenants_by_status
+SELECT * FROM tenants WHERE status = :status ORDER BY created_at, tenant_id;
+
+-- name: insert_tenant
+INSERT INTO tenants (tenant_id, status, engine, industry, template_version, request_id,
+                     attempts, created_at, updated_at)
+VALUES (:tenant_id, :status, :engine, :industry, :template_version, :request_id,
+        0, :now, :now)
+ON CONFLICT (tenant_id) DO UPDATE SET
+    status = excluded.status, engine = excluded.engine, industry = excluded.industry,
+    template_version = excluded.template_version, request_id = excluded.request_id,
+    endpoint = NULL, container_id = NULL, container_name = NULL, credentials = NULL,
+    isolation = NULL, timings = '{}', error = NULL, attempts = 0,
+    created_at = excluded.created_at, updated_at = excluded.updated_at;
+
+-- name: insert_request
+INSERT INTO requests (id, tenant_id, kind, payload, status, attempts, not_before,
+                      created_at, updated_at)
+VALUES (:id, :tenant_id, :kind, :payload, 'queued', 0, :not_before, :now, :now);
+
+-- name: active_request
+SELECT * FROM requests WHERE tenant_id = :tenant_id AND status IN ('queued', 'running');
+
+-- name: get_request
+SELECT * FROM requests WHERE id = :id;
+
+-- name: next_claimable
+-- Expired leases are re-taken whatever happened to their owner: expiry never
+-- depends on the owner's daemon row existing.
+SELECT id FROM requests
+ WHERE (status = 'queued' AND not_before <= :now)
+    OR (status = 'running' AND lease_expires_at < :now)
+ ORDER BY not_before, created_at
+ LIMIT 1;
+
+-- name: claim_request
+UPDATE requests
+   SET status = 'running', lease_owner = :owner, lease_expires_at = :expires_at,
+       attempts = attempts + 1, updated_at = :now
+ WHERE id = :id;
+
+-- name: renew_lease
+UPDATE requests SET lease_expires_at = :expires_at, updated_at = :now
+ WHERE id = :id AND lease_owner = :owner AND status = 'running';
+
+-- name: finish_request
+UPDATE requests
+   SET status = :status, last_error = :last_error, lease_owner = NULL,
+       lease_expires_at = NULL, finished_at = :now, updated_at = :now
+ WHERE id = :id AND lease_owner = :owner;
+
+-- name: retry_request
+UPDATE requests
+   SET status = 'queued', last_error = :last_error, lease_owner = NULL,
+       lease_expires_at = NULL, not_before = :not_before, updated_at = :now
+ WHERE id = :id AND lease_owner = :owner;
+
+-- name: release_request
+-- Shutdown hands the request back without charging it an attempt.
+UPDATE requests
+   SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+       attempts = MAX(attempts - 1, 0), updated_at = :now
+ WHERE id = :id AND lease_owner = :owner AND status = 'running';
+
+-- name: queue_depth
+SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM requests
+ WHERE status IN ('queued', 'running') GROUP BY status;
+
+-- name: count_tenants_by_state
+SELECT status, engine, COUNT(*) AS n FROM tenants GROUP BY status, engine;
+
+-- name: upsert_daemon
+INSERT INTO daemons (owner, pid, hostname, started_at, heartbeat_at)
+VALUES (:owner, :pid, :hostname, :now_iso, :now)
+ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: delete_daemon
+DELETE FROM daemons WHERE owner = :owner;
+
+-- name: live_daemons
+SELECT * FROM daemons WHERE heartbeat_at >= :since;
+
+-- name: insert_event
+INSERT INTO events (tenant_id, at, kind, detail) VALUES (:tenant_id, :now, :kind, :detail);
+
+-- name: list_events
+SELECT * FROM events WHERE tenant_id = :tenant_id ORDER BY id;

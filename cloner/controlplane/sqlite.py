@@ -1,0 +1,436 @@
+"""SQLite control plane: the embedded default, a file in the data directory.
+
+WAL, ``synchronous=FULL``, a busy timeout and ``BEGIN IMMEDIATE`` for every
+write: several processes (daemon, CLI) share the file safely, each write is
+one transaction, and a reader never sees half a state change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from cloner.controlplane.base import QueueStats, TenantUpdate
+from cloner.domain import (
+    RECREATABLE,
+    Endpoint,
+    Engine,
+    Industry,
+    IsolationReport,
+    Request,
+    RequestKind,
+    RequestStatus,
+    Status,
+    Tenant,
+    TenantSpec,
+    check_transition,
+)
+from cloner.errors import ControlPlaneError, TenantExists, TenantNotFound
+
+BUSY_TIMEOUT_MS = 5000
+_BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("cloner.controlplane").joinpath("sql/queries.sql").read_text()
+    parts = _BLOCK.split(text)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("cloner.controlplane").joinpath("sql")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text()))
+    return sorted(found)
+
+
+QUERIES = _load_queries()
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+class SQLiteControlPlane:
+    """Queue and registry in one SQLite file (see module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        # One writer connection per process; the lock keeps transactions from interleaving.
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect, set pragmas and migrate."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=5.0)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = FULL")
+            await self._db.execute("PRAGMA foreign_keys = ON")
+            self.path.chmod(0o600)
+            await self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise ControlPlaneError(
+                f"cannot open control plane {self.path}: {exc}; "
+                "check the file's permissions and that it is an SQLite database"
+            ) from exc
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise ControlPlaneError("control plane is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise ControlPlaneError(f"control plane is locked or unreadable: {exc}") from exc
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            else:
+                await self.db.execute("COMMIT")
+
+    async def _read(self, name: str, **params: Any) -> list[aiosqlite.Row]:
+        async with self._lock:
+            try:
+                cursor = await self.db.execute(QUERIES[name], params)
+                return list(await cursor.fetchall())
+            except sqlite3.Error as exc:
+                raise ControlPlaneError(f"control plane read failed: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            cursor = await db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            row = await cursor.fetchone()
+            current = int(row[0]) if row else 0
+            for version, sql in _migrations():
+                if version <= current:
+                    continue
+                for statement in sql.split(";"):
+                    if (statement.strip() and not statement.strip().startswith("--")) or any(
+                        line.strip() and not line.strip().startswith("--")
+                        for line in statement.splitlines()
+                    ):
+                        await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?)", (version, _now_iso())
+                )
+
+    # ------------------------------------------------------------------ queue
+
+    async def enqueue(
+        self, spec: TenantSpec | None, kind: RequestKind, tenant_id: str,
+        payload: dict[str, Any],
+    ) -> Request:
+        """Record a request, and for provisioning the tenant row, in one transaction."""
+        request_id = uuid.uuid4().hex
+        now = _now_iso()
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            existing = await cursor.fetchone()
+            if kind is RequestKind.PROVISION:
+                assert spec is not None
+                if existing is not None and Status(existing["status"]) not in RECREATABLE:
+                    raise TenantExists(
+                        f"tenant {tenant_id!r} already exists (status {existing['status']}); "
+                        "delete it first or choose another id"
+                    )
+                await db.execute(
+                    QUERIES["insert_tenant"],
+                    {
+                        "tenant_id": tenant_id, "status": Status.REQUESTED.value,
+                        "engine": spec.engine.value, "industry": spec.industry.value,
+                        "template_version": spec.template_version,
+                        "request_id": request_id, "now": now,
+                    },
+                )
+            elif existing is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            try:
+                await db.execute(
+                    QUERIES["insert_request"],
+                    {
+                        "id": request_id, "tenant_id": tenant_id, "kind": kind.value,
+                        "payload": json.dumps(payload), "not_before": time.time(), "now": now,
+                    },
+                )
+            except sqlite3.IntegrityError:
+                raise TenantExists(
+                    f"tenant {tenant_id!r} already has a request in progress"
+                ) from None
+            await self._event(db, tenant_id, f"{kind.value}_requested", {"request": request_id})
+        request = await self.get_request(request_id)
+        assert request is not None
+        return request
+
+    async def claim(self, owner: str, lease_ttl_s: float) -> Request | None:
+        """Lease the next runnable request (or one whose lease expired)."""
+        now = time.time()
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["next_claimable"], {"now": now})
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            await db.execute(
+                QUERIES["claim_request"],
+                {"id": row["id"], "owner": owner, "expires_at": now + lease_ttl_s,
+                 "now": _now_iso()},
+            )
+            cursor = await db.execute(QUERIES["get_request"], {"id": row["id"]})
+            claimed = await cursor.fetchone()
+        assert claimed is not None
+        return _request(claimed)
+
+    async def renew(self, request_id: str, owner: str, lease_ttl_s: float) -> bool:
+        """Extend a lease; False when another worker took it over."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                QUERIES["renew_lease"],
+                {"id": request_id, "owner": owner, "expires_at": time.time() + lease_ttl_s,
+                 "now": _now_iso()},
+            )
+            return cursor.rowcount == 1
+
+    async def complete(self, request_id: str, owner: str) -> None:
+        """Mark a request done."""
+        await self._finish(request_id, owner, RequestStatus.DONE, None)
+
+    async def fail(self, request_id: str, owner: str, error: str) -> None:
+        """Mark a request failed."""
+        await self._finish(request_id, owner, RequestStatus.FAILED, error)
+
+    async def _finish(
+        self, request_id: str, owner: str, status: RequestStatus, error: str | None
+    ) -> None:
+        async with self._write() as db:
+            await db.execute(
+                QUERIES["finish_request"],
+                {"id": request_id, "owner": owner, "status": status.value,
+                 "last_error": error, "now": _now_iso()},
+            )
+
+    async def retry(self, request_id: str, owner: str, error: str, delay_s: float) -> None:
+        """Requeue with a delay."""
+        async with self._write() as db:
+            await db.execute(
+                QUERIES["retry_request"],
+                {"id": request_id, "owner": owner, "last_error": error,
+                 "not_before": time.time() + delay_s, "now": _now_iso()},
+            )
+
+    async def release(self, request_id: str, owner: str) -> None:
+        """Hand a request back without charging an attempt."""
+        async with self._write() as db:
+            await db.execute(
+                QUERIES["release_request"],
+                {"id": request_id, "owner": owner, "now": _now_iso()},
+            )
+
+    async def get_request(self, request_id: str) -> Request | None:
+        """One request."""
+        rows = await self._read("get_request", id=request_id)
+        return _request(rows[0]) if rows else None
+
+    async def active_request(self, tenant_id: str) -> Request | None:
+        """The queued/running request of a tenant."""
+        rows = await self._read("active_request", tenant_id=tenant_id)
+        return _request(rows[0]) if rows else None
+
+    async def queue_stats(self) -> QueueStats:
+        """Depth by state and the age of the oldest queued request."""
+        rows = await self._read("queue_depth")
+        counts = {r["status"]: int(r["n"]) for r in rows}
+        oldest = next((r["oldest"] for r in rows if r["status"] == "queued"), None)
+        age = (
+            (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
+            if oldest else None
+        )
+        return QueueStats(counts.get("queued", 0), counts.get("running", 0), age)
+
+    # --------------------------------------------------------------- registry
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """One registry row."""
+        rows = await self._read("get_tenant", tenant_id=tenant_id)
+        return _tenant(rows[0]) if rows else None
+
+    async def list_tenants(self, status: Status | None = None) -> list[Tenant]:
+        """Registry rows."""
+        if status is None:
+            rows = await self._read("list_tenants")
+        else:
+            rows = await self._read("list_tenants_by_status", status=status.value)
+        return [_tenant(r) for r in rows]
+
+    async def update_tenant(self, tenant_id: str, update: TenantUpdate) -> Tenant:
+        """Apply an update in one transaction, checking the state transition."""
+        columns: dict[str, Any] = {}
+        for name, value in update.changed().items():
+            column = "credentials" if name == "credentials_token" else name
+            columns[column] = _encode(value)
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            row = await cursor.fetchone()
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            if update.status is not None:
+                check_transition(Status(row["status"]), update.status)
+                columns["status"] = update.status.value
+            columns["updated_at"] = _now_iso()
+            assignments = ", ".join(f"{c} = :{c}" for c in columns)
+            await db.execute(
+                f"UPDATE tenants SET {assignments} WHERE tenant_id = :tenant_id",
+                {**columns, "tenant_id": tenant_id},
+            )
+            if update.event or update.status is not None:
+                kind = update.event or f"status_{update.status}"
+                await self._event(db, tenant_id, kind, update.event_detail)
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            updated = await cursor.fetchone()
+        assert updated is not None
+        return _tenant(updated)
+
+    async def credentials_token(self, tenant_id: str) -> str | None:
+        """The encrypted credentials."""
+        rows = await self._read("get_tenant", tenant_id=tenant_id)
+        return rows[0]["credentials"] if rows else None
+
+    async def tenant_counts(self) -> dict[tuple[str, str], int]:
+        """(status, engine) → count."""
+        rows = await self._read("count_tenants_by_state")
+        return {(r["status"], r["engine"]): int(r["n"]) for r in rows}
+
+    async def events(self, tenant_id: str) -> list[dict[str, Any]]:
+        """History of one tenant, oldest first."""
+        rows = await self._read("list_events", tenant_id=tenant_id)
+        return [
+            {"at": r["at"], "kind": r["kind"], "detail": _loads(r["detail"]) or {}}
+            for r in rows
+        ]
+
+    async def _event(
+        self, db: aiosqlite.Connection, tenant_id: str, kind: str, detail: dict[str, Any]
+    ) -> None:
+        await db.execute(
+            QUERIES["insert_event"],
+            {"tenant_id": tenant_id, "now": _now_iso(), "kind": kind,
+             "detail": json.dumps(detail)},
+        )
+
+    # ---------------------------------------------------------------- daemons
+
+    async def heartbeat_daemon(self, owner: str, pid: int, hostname: str) -> None:
+        """Record a daemon heartbeat."""
+        async with self._write() as db:
+            await db.execute(
+                QUERIES["upsert_daemon"],
+                {"owner": owner, "pid": pid, "hostname": hostname, "now_iso": _now_iso(),
+                 "now": time.time()},
+            )
+
+    async def remove_daemon(self, owner: str) -> None:
+        """Forget a daemon."""
+        async with self._write() as db:
+            await db.execute(QUERIES["delete_daemon"], {"owner": owner})
+
+    async def live_daemons(self, within_s: float) -> list[dict[str, Any]]:
+        """Daemons with a recent heartbeat."""
+        rows = await self._read("live_daemons", since=time.time() - within_s)
+        return [dict(r) for r in rows]
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Endpoint):
+        return json.dumps(value.as_dict() | {"path": value.path})
+    if isinstance(value, IsolationReport):
+        return json.dumps(value.as_dict())
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def _endpoint(raw: str | None) -> Endpoint | None:
+    data = _loads(raw)
+    if not data:
+        return None
+    return Endpoint(
+        host=data.get("host"), port=data.get("port"), database=data.get("database"),
+        path=data.get("path"),
+    )
+
+
+def _tenant(row: aiosqlite.Row) -> Tenant:
+    isolation = _loads(row["isolation"])
+    return Tenant(
+        tenant_id=row["tenant_id"],
+        status=Status(row["status"]),
+        engine=Engine(row["engine"]),
+        industry=Industry(row["industry"]),
+        template_version=row["template_version"],
+        endpoint=_endpoint(row["endpoint"]),
+        container_id=row["container_id"],
+        container_name=row["container_name"],
+        isolation=IsolationReport.from_dict(isolation) if isolation else None,
+        timings=_loads(row["timings"]) or {},
+        error=_loads(row["error"]),
+        attempts=int(row["attempts"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        request_id=row["request_id"],
+        backup=_loads(row["backup"]),
+        has_credentials=row["credentials"] is not None,
+    )
+
+
+def _request(row: aiosqlite.Row) -> Request:
+    return Request(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        kind=RequestKind(row["kind"]),
+        payload=_loads(row["payload"]) or {},
+        status=RequestStatus(row["status"]),
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        not_before=datetime.fromtimestamp(row["not_before"], UTC),
+    )

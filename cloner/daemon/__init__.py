@@ -1,0 +1,1 @@
+"""The long-running daemon: workers, HTTP (API + /metrics), graceful shutdown."""

@@ -1,0 +1,279 @@
+"""Domain types: tenant ids, states and their transitions, requests and tenant records.
+
+Frozen dataclasses and enums inside the package; pydantic only at the edges.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cloner import constants
+from cloner.errors import InvalidInput, InvalidTransition
+
+_TENANT_ID = re.compile(constants.TENANT_ID_PATTERN)
+_VERSION = re.compile(r"^v\d{1,3}\.\d{1,3}$")
+
+
+class Engine(enum.StrEnum):
+    """Database engines a tenant can ask for."""
+
+    POSTGRES = "postgres"
+    MYSQL = "mysql"
+    MONGODB = "mongodb"
+    SQLITE = "sqlite"
+
+
+class Industry(enum.StrEnum):
+    """Industry overlays; ``none`` applies the root template alone."""
+
+    TECHNOLOGY = "technology"
+    HEALTHCARE = "healthcare"
+    FINANCE = "finance"
+    NONE = "none"
+
+
+class Status(enum.StrEnum):
+    """Tenant lifecycle states (DESIGN.md, "Tenant ids and states")."""
+
+    REQUESTED = "requested"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    FAILED = "failed"
+    DEGRADED = "degraded"
+    DEPROVISIONING = "deprovisioning"
+    DEPROVISIONED = "deprovisioned"
+    PURGED = "purged"
+
+
+_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.REQUESTED: frozenset({Status.PROVISIONING, Status.FAILED}),
+    Status.PROVISIONING: frozenset({Status.PROVISIONING, Status.READY, Status.FAILED}),
+    Status.READY: frozenset({Status.DEGRADED, Status.DEPROVISIONING}),
+    Status.DEGRADED: frozenset({Status.READY, Status.DEPROVISIONING}),
+    Status.FAILED: frozenset({Status.REQUESTED, Status.DEPROVISIONING}),
+    Status.DEPROVISIONING: frozenset(
+        {Status.DEPROVISIONING, Status.DEPROVISIONED, Status.PURGED, Status.FAILED}
+    ),
+    Status.DEPROVISIONED: frozenset({Status.PURGED, Status.DEPROVISIONING}),
+    Status.PURGED: frozenset({Status.REQUESTED}),
+}
+
+#: States in which a new ``tenant create`` for the same id is accepted.
+RECREATABLE = frozenset({Status.FAILED, Status.PURGED})
+
+
+def check_transition(current: Status, target: Status) -> None:
+    """Raise ``InvalidTransition`` unless ``current → target`` is allowed."""
+    if target not in _TRANSITIONS[current]:
+        raise InvalidTransition(f"tenant is {current.value}; cannot move to {target.value}")
+
+
+class RequestKind(enum.StrEnum):
+    """What a queued request asks the worker to do."""
+
+    PROVISION = "provision"
+    DEPROVISION = "deprovision"
+
+
+class RequestStatus(enum.StrEnum):
+    """Queue item states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def validate_tenant_id(value: str) -> str:
+    """Return ``value`` if it is a valid tenant id, else raise ``InvalidInput``."""
+    if not isinstance(value, str) or not _TENANT_ID.fullmatch(value):
+        shown = value if isinstance(value, str) and value.isprintable() else repr(value)
+        raise InvalidInput(
+            f"invalid tenant id {shown[:60]!r}: expected 3-40 characters, lowercase letters, "
+            "digits and hyphens, starting with a letter and not ending with a hyphen"
+        )
+    return value
+
+
+def validate_version(value: str) -> str:
+    """Return ``value`` if it looks like a template version (``vX.Y``)."""
+    if not _VERSION.fullmatch(value):
+        raise InvalidInput(f"invalid template version {value[:20]!r}: expected vX.Y, e.g. v1.1")
+    return value
+
+
+def parse_engine(value: str) -> Engine:
+    """Parse an engine name or raise ``InvalidInput`` listing the choices."""
+    try:
+        return Engine(value)
+    except ValueError:
+        choices = ", ".join(e.value for e in Engine)
+        raise InvalidInput(f"unknown engine {value[:30]!r}: choose one of {choices}") from None
+
+
+def parse_industry(value: str) -> Industry:
+    """Parse an industry name or raise ``InvalidInput`` listing the choices."""
+    try:
+        return Industry(value)
+    except ValueError:
+        choices = ", ".join(i.value for i in Industry)
+        raise InvalidInput(f"unknown industry {value[:30]!r}: choose one of {choices}") from None
+
+
+def sql_identifier(tenant_id: str) -> str:
+    """The unquoted SQL identifier derived from a validated tenant id (``-`` → ``_``)."""
+    return validate_tenant_id(tenant_id).replace("-", "_")
+
+
+def container_name(tenant_id: str) -> str:
+    """Deterministic container name for a tenant."""
+    return constants.CONTAINER_PREFIX + tenant_id
+
+
+def volume_name(tenant_id: str) -> str:
+    """Deterministic data-volume name for a tenant."""
+    return constants.CONTAINER_PREFIX + tenant_id + constants.VOLUME_SUFFIX
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """What a signup asked for."""
+
+    tenant_id: str
+    engine: Engine
+    industry: Industry
+    template_version: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """A queued unit of work, as leased by a worker."""
+
+    id: str
+    tenant_id: str
+    kind: RequestKind
+    payload: dict[str, Any]
+    status: RequestStatus
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a tenant database answers."""
+
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of DESIGN.md (``path`` only for sqlite)."""
+        if self.path is not None:
+            return {"path": self.path}
+        return {"host": self.host, "port": self.port, "database": self.database}
+
+
+@dataclass(frozen=True)
+class RoleCredential:
+    """One database login."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log via repr()
+        return f"RoleCredential(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Every secret generated for one tenant. Only ever stored encrypted."""
+
+    superuser: RoleCredential
+    bootstrap_password: str
+    roles: dict[str, RoleCredential] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Credentials(roles={sorted(self.roles)!r})"
+
+    def all_secrets(self) -> list[str]:
+        """Every password in here, for log redaction."""
+        return [
+            self.superuser.password,
+            self.bootstrap_password,
+            *(r.password for r in self.roles.values()),
+        ]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of an isolation report."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class IsolationReport:
+    """The stored isolation proof of one tenant."""
+
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed (and there was at least one)."""
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of DESIGN.md."""
+        return {
+            "passed": self.passed,
+            "checks": [
+                {"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IsolationReport:
+        """Inverse of ``as_dict``."""
+        return cls(
+            tuple(
+                CheckResult(str(c["name"]), bool(c["passed"]), str(c["detail"]))
+                for c in data.get("checks", [])
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A registry row, decrypted credentials excluded."""
+
+    tenant_id: str
+    status: Status
+    engine: Engine
+    industry: Industry
+    template_version: str
+    endpoint: Endpoint | None
+    container_id: str | None
+    container_name: str | None
+    isolation: IsolationReport | None
+    timings: dict[str, Any]
+    error: dict[str, Any] | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    request_id: str | None
+    backup: dict[str, Any] | None = None
+    has_credentials: bool = False
+
+    @property
+    def spec(self) -> TenantSpec:
+        """The request this tenant was created from."""
+        return TenantSpec(self.tenant_id, self.engine, self.industry, self.template_version)

@@ -1,0 +1,109 @@
+"""The engine interface: the hooks the pipeline calls, in order, for one tenant database.
+
+``container_spec`` → ``wait_ready`` → ``apply_templates`` → ``apply_rbac`` →
+``prove_isolation`` → (later) ``backup``. Every hook is idempotent: after a
+crash the pipeline calls it again and it finishes or does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cloner.catalog import ResolvedTemplates
+from cloner.domain import CheckResult, Credentials, Endpoint, Engine
+from cloner.runtime.base import ContainerSpec, Runtime
+
+
+@dataclass(frozen=True)
+class TenantTarget:
+    """How to reach one tenant's database, with its secrets (never logged)."""
+
+    tenant_id: str
+    database: str
+    endpoint: Endpoint
+    credentials: Credentials
+    container_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TenantTarget(tenant_id={self.tenant_id!r}, endpoint={self.endpoint!r})"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """Another tenant on the same host, for the cross-tenant refusal check."""
+
+    tenant_id: str
+    endpoint: Endpoint
+    database: str
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A finished logical backup."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ContainerDefaults:
+    """Settings an engine needs to shape its container."""
+
+    image: str
+    bind_host: str
+    network: str
+    memory_limit_bytes: int
+    nano_cpus: int
+    pids_limit: int
+    shm_size_bytes: int
+    connection_limit: int
+
+
+class EngineDriver(Protocol):
+    """One database engine. Adding an engine = one module implementing this + templates."""
+
+    engine: Engine
+    container_port: int
+
+    def database_name(self, tenant_id: str) -> str:
+        """The tenant's database name inside its server."""
+
+    def container_spec(
+        self, tenant_id: str, credentials: Credentials, labels: dict[str, str],
+        defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """Image, environment, mounts and limits of the tenant container."""
+
+    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
+        """Probe over the real protocol until it answers; rotate the bootstrap secret."""
+
+    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
+        """Root then overlay, in one transaction, recorded in ``schema_info``."""
+
+    async def apply_rbac(self, target: TenantTarget, connection_limit: int) -> None:
+        """Owner / app / readonly roles; nothing for PUBLIC."""
+
+    async def prove_isolation(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> list[CheckResult]:
+        """The engine's part of the isolation proof."""
+
+    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+        """A compressed logical backup written to ``dest``."""
+
+    async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
+        """Load a backup taken by ``backup`` into the (empty) tenant database."""
+
+    async def row_counts(self, target: TenantTarget) -> dict[str, int]:
+        """Rows per table, read as the owner (for verification and tests)."""
+
+    async def template_warnings(self, target: TenantTarget) -> list[str]:
+        """Design warnings about the applied schema (no PK, unindexed FK, password columns)."""
+
+    def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
+        """A connection string for applications."""

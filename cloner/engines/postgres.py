@@ -1,0 +1,567 @@
+"""PostgreSQL engine (asyncpg): one server per tenant, one database, three roles.
+
+The tenant container starts with a throw-away bootstrap superuser password
+(the official image's ``POSTGRES_PASSWORD``). The first thing ``wait_ready``
+does once the server answers is to replace it with the real superuser secret,
+sent as a SCRAM verifier, so the value visible in ``docker inspect`` is dead
+before any tenant credential exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+
+from cloner.catalog import ResolvedTemplates
+from cloner.domain import CheckResult, Credentials, Endpoint, Engine, sql_identifier
+from cloner.engines.base import (
+    BackupResult,
+    ContainerDefaults,
+    Neighbour,
+    TenantTarget,
+)
+from cloner.errors import BackupError, NotReady, TemplateError
+from cloner.logging import get_logger
+from cloner.runtime.base import ContainerSpec, Runtime
+from cloner.secrets import scram_sha256_verifier
+
+log = get_logger(__name__)
+
+PGDATA = "/var/lib/postgresql/data"
+POSTGRES_UID = "999:999"
+CONNECT_TIMEOUT_S = 5.0
+PROBE_TABLE = "system_settings"  # every root template version ships it (catalog contract)
+_AUTH_ERRORS = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (names are derived from validated ids, quoted anyway)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class PostgresEngine:
+    """PostgreSQL 15 tenants."""
+
+    engine = Engine.POSTGRES
+    container_port = 5432
+
+    def database_name(self, tenant_id: str) -> str:
+        """``acme-corp`` → ``acme_corp``."""
+        return sql_identifier(tenant_id)
+
+    def container_spec(
+        self, tenant_id: str, credentials: Credentials, labels: dict[str, str],
+        defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """Non-root, read-only root fs, no capabilities; data on the tenant volume."""
+        from cloner.domain import container_name, volume_name
+
+        return ContainerSpec(
+            name=container_name(tenant_id),
+            image=defaults.image,
+            labels=labels,
+            volume_name=volume_name(tenant_id),
+            volume_mount=PGDATA,
+            port=self.container_port,
+            bind_host=defaults.bind_host,
+            network=defaults.network,
+            user=POSTGRES_UID,
+            env={
+                "POSTGRES_PASSWORD": credentials.bootstrap_password,
+                "PGDATA": PGDATA,
+            },
+            command=(
+                "postgres",
+                "-c", f"max_connections={defaults.connection_limit * 3 + 10}",
+                "-c", "shared_buffers=32MB",
+                "-c", "password_encryption=scram-sha-256",
+                "-c", "log_min_error_statement=panic",
+            ),
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m",  # noqa: S108 - inside the container
+                   "/var/run/postgresql": "rw,nosuid,nodev,size=1m"},
+            read_only=True,
+            memory_limit_bytes=defaults.memory_limit_bytes,
+            nano_cpus=defaults.nano_cpus,
+            pids_limit=defaults.pids_limit,
+            shm_size_bytes=defaults.shm_size_bytes,
+        )
+
+    # -------------------------------------------------------------- connecting
+
+    @staticmethod
+    async def _connect(
+        endpoint: Endpoint, user: str, password: str, database: str,
+        timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=endpoint.host, port=endpoint.port, user=user, password=password,
+            database=database, timeout=timeout_s, ssl=False,
+            server_settings={"application_name": "cloner"},
+        )
+
+    @asynccontextmanager
+    async def _session(
+        self, target: TenantTarget, role: str | None = None, database: str | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        cred = target.credentials.superuser if role is None else target.credentials.roles[role]
+        conn = await self._connect(
+            target.endpoint, cred.username, cred.password, database or target.database
+        )
+        try:
+            yield conn
+        finally:
+            await conn.close(timeout=5)
+
+    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
+        """Connect + ``SELECT 1`` with bounded backoff; rotate the bootstrap password."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        last_error: BaseException | None = None
+        superuser = target.credentials.superuser
+        while time.monotonic() < deadline:
+            for password, bootstrap in ((superuser.password, False),
+                                        (target.credentials.bootstrap_password, True)):
+                try:
+                    conn = await self._connect(
+                        target.endpoint, superuser.username, password, "postgres",
+                        timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
+                    )
+                except _AUTH_ERRORS as exc:
+                    last_error = exc
+                    continue
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        TimeoutError) as exc:
+                    last_error = exc
+                    break
+                try:
+                    await conn.fetchval("SELECT 1")
+                    if bootstrap:
+                        await self._set_password(conn, superuser.username, superuser.password)
+                    return
+                finally:
+                    await conn.close(timeout=5)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        raise NotReady(
+            f"postgres at {target.endpoint.host}:{target.endpoint.port} did not answer "
+            f"within {timeout_s:.0f}s; last error: {type(last_error).__name__}: {last_error}"
+        )
+
+    @staticmethod
+    async def _set_password(conn: asyncpg.Connection, role: str, password: str) -> None:
+        # A verifier, not the password, goes over the wire; and the statement is kept
+        # out of the server log even if it fails.
+        verifier = scram_sha256_verifier(password)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL log_statement = 'none'")
+            await conn.execute("SET LOCAL log_min_error_statement = 'panic'")
+            await conn.execute(f"ALTER ROLE {quote_ident(role)} PASSWORD {_literal(verifier)}")
+
+    # --------------------------------------------------------------- template
+
+    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
+        """Create the database and owner role, then root + overlay in one transaction."""
+        db = target.database
+        owner = target.credentials.roles["owner"].username
+        async with self._session(target, database="postgres") as conn:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", owner):
+                await conn.execute(
+                    f"CREATE ROLE {quote_ident(owner)} NOLOGIN NOSUPERUSER NOCREATEDB "
+                    "NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+                )
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db):
+                await conn.execute(f"CREATE DATABASE {quote_ident(db)} OWNER {quote_ident(owner)}")
+        async with self._session(target) as conn:
+            await conn.execute(f"ALTER SCHEMA public OWNER TO {quote_ident(owner)}")
+            if await self._applied(conn, templates, db):
+                return
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL ROLE {quote_ident(owner)}")
+                await conn.execute("SET LOCAL search_path = public")
+                for template in templates.files:
+                    started = time.monotonic()
+                    try:
+                        await conn.execute(template.read())
+                    except asyncpg.PostgresError as exc:
+                        raise TemplateError(
+                            f"{template.kind} template {template.path.name} "
+                            f"({template.name} {template.version}) failed: "
+                            f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                        ) from exc
+                    await conn.execute(
+                        "INSERT INTO schema_info (kind, name, version, checksum, duration_ms) "
+                        "VALUES ($1, $2, $3, $4, $5)",
+                        template.kind, template.name, template.version, template.checksum,
+                        int((time.monotonic() - started) * 1000),
+                    )
+
+    @staticmethod
+    async def _applied(
+        conn: asyncpg.Connection, templates: ResolvedTemplates, database: str
+    ) -> bool:
+        if not await conn.fetchval("SELECT to_regclass('public.schema_info') IS NOT NULL"):
+            return False
+        rows = await conn.fetch("SELECT kind, name, version, checksum FROM schema_info")
+        recorded = {(r["kind"], r["name"], r["version"]): r["checksum"].strip() for r in rows}
+        for template in templates.files:
+            checksum = recorded.get((template.kind, template.name, template.version))
+            if checksum != template.checksum:
+                raise TemplateError(
+                    f"database {database} already has a schema that does not "
+                    f"match {template.kind} {template.name} {template.version}"
+                )
+        return True
+
+    # ------------------------------------------------------------------- rbac
+
+    async def apply_rbac(self, target: TenantTarget, connection_limit: int) -> None:
+        """Three login roles with SCRAM verifiers; PUBLIC stripped of everything."""
+        db = quote_ident(target.database)
+        roles = target.credentials.roles
+        owner, app, ro = (quote_ident(roles[r].username) for r in ("owner", "app", "readonly"))
+        async with self._session(target) as conn, conn.transaction():
+            await conn.execute("SET LOCAL log_statement = 'none'")
+            await conn.execute("SET LOCAL log_min_error_statement = 'panic'")
+            for name in ("owner", "app", "readonly"):
+                cred = roles[name]
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM pg_roles WHERE rolname = $1", cred.username
+                )
+                verb = "ALTER" if exists else "CREATE"
+                await conn.execute(
+                    f"{verb} ROLE {quote_ident(cred.username)} LOGIN NOSUPERUSER NOCREATEDB "
+                    f"NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT "
+                    f"CONNECTION LIMIT {int(connection_limit)} "
+                    f"PASSWORD {_literal(scram_sha256_verifier(cred.password))}"
+                )
+                await conn.execute(
+                    f"ALTER ROLE {quote_ident(cred.username)} SET search_path = public"
+                )
+            await conn.execute(f"""
+                REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+                REVOKE ALL ON DATABASE postgres FROM PUBLIC;
+                REVOKE ALL ON DATABASE template1 FROM PUBLIC;
+                GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner};
+                GRANT CONNECT ON DATABASE {db} TO {app}, {ro};
+                REVOKE ALL ON SCHEMA public FROM PUBLIC;
+                GRANT USAGE ON SCHEMA public TO {app}, {ro};
+                GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app};
+                GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app};
+                GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ro};
+                GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {ro};
+                REVOKE INSERT, UPDATE, DELETE ON TABLE public.schema_info FROM {app};
+                REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
+                GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {app}, {ro};
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                    GRANT USAGE, SELECT ON SEQUENCES TO {app};
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                    GRANT SELECT ON TABLES TO {ro};
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                    GRANT SELECT ON SEQUENCES TO {ro};
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+                ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
+                    GRANT EXECUTE ON FUNCTIONS TO {app}, {ro};
+            """)
+
+    # -------------------------------------------------------------- isolation
+
+    async def prove_isolation(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> list[CheckResult]:
+        """Run every engine check with the tenant's real credentials."""
+        return [
+            await self._check_app_read_write(target),
+            await self._check_readonly(target),
+            await self._check_roles_unprivileged(target),
+            await self._check_app_cannot_escalate(target),
+            await self._check_public_revoked(target),
+            await self._check_neighbours_refuse(target, neighbours),
+        ]
+
+    async def _check_app_read_write(self, target: TenantTarget) -> CheckResult:
+        name = "app_reads_and_writes_own_database"
+        try:
+            async with self._session(target, "app") as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
+                        "cloner_isolation_probe", "true",
+                    )
+                    seen = await conn.fetchval(
+                        f"SELECT value FROM {PROBE_TABLE} WHERE key = $1",
+                        "cloner_isolation_probe",
+                    )
+                finally:
+                    await tx.rollback()
+        except (asyncpg.PostgresError, OSError) as exc:
+            return CheckResult(name, False, f"app could not read/write: {type(exc).__name__}")
+        return CheckResult(name, seen is not None, f"insert+select on {PROBE_TABLE} as app")
+
+    async def _check_readonly(self, target: TenantTarget) -> CheckResult:
+        name = "readonly_reads_cannot_write"
+        try:
+            async with self._session(target, "readonly") as conn:
+                rows = await conn.fetchval(f"SELECT count(*) FROM {PROBE_TABLE}")
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
+                        "cloner_readonly_probe", "true",
+                    )
+                except asyncpg.InsufficientPrivilegeError:
+                    return CheckResult(
+                        name, True, f"read {rows} rows; insert refused: permission denied"
+                    )
+                return CheckResult(name, False, "readonly role could INSERT")
+        except (asyncpg.PostgresError, OSError) as exc:
+            return CheckResult(name, False, f"readonly check failed: {type(exc).__name__}")
+
+    async def _check_roles_unprivileged(self, target: TenantTarget) -> CheckResult:
+        name = "roles_not_privileged"
+        usernames = [c.username for c in target.credentials.roles.values()]
+        async with self._session(target) as conn:
+            rows = await conn.fetch(
+                """SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb,
+                          r.rolreplication, r.rolbypassrls,
+                          (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid)
+                              AS memberships
+                     FROM pg_roles r WHERE r.rolname = ANY($1::text[])""",
+                usernames,
+            )
+        bad = [
+            r["rolname"] for r in rows
+            if r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"] or r["rolreplication"]
+            or r["rolbypassrls"] or r["memberships"]
+        ]
+        if len(rows) != len(usernames):
+            return CheckResult(name, False, f"expected {len(usernames)} roles, found {len(rows)}")
+        if bad:
+            return CheckResult(name, False, f"privileged roles: {', '.join(bad)}")
+        return CheckResult(
+            name, True,
+            "owner/app/readonly: no superuser, createrole, createdb, replication, "
+            "bypassrls or role memberships",
+        )
+
+    async def _check_app_cannot_escalate(self, target: TenantTarget) -> CheckResult:
+        name = "app_cannot_escalate"
+        attempts = {
+            "create role": "CREATE ROLE cloner_escalation_probe",
+            "create database": "CREATE DATABASE cloner_escalation_probe",
+            "read pg_authid": "SELECT count(*) FROM pg_authid",
+            "read server files": "SELECT pg_read_file('/etc/passwd')",
+            "create in public": "CREATE TABLE public.cloner_escalation_probe (id int)",
+        }
+        allowed = []
+        async with self._session(target, "app") as conn:
+            for label, statement in attempts.items():
+                try:
+                    await conn.execute(statement)
+                except asyncpg.InsufficientPrivilegeError:
+                    continue
+                except asyncpg.PostgresError as exc:
+                    allowed.append(f"{label} ({type(exc).__name__})")
+                    continue
+                allowed.append(label)
+        if allowed:
+            return CheckResult(name, False, f"app was not refused: {', '.join(allowed)}")
+        return CheckResult(name, True, f"refused: {', '.join(attempts)}")
+
+    async def _check_public_revoked(self, target: TenantTarget) -> CheckResult:
+        name = "public_has_no_privileges"
+        async with self._session(target) as conn:
+            dbs = await conn.fetch(
+                """SELECT d.datname,
+                          d.datacl IS NULL AS default_acl,
+                          EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0)
+                              AS public_grant
+                     FROM pg_database d WHERE d.datname = ANY($1::text[])""",
+                [target.database, "postgres", "template1"],
+            )
+            schema = await conn.fetchrow(
+                """SELECT n.nspacl IS NULL AS default_acl,
+                          EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0)
+                              AS public_grant
+                     FROM pg_namespace n WHERE n.nspname = 'public'"""
+            )
+        problems = [r["datname"] for r in dbs if r["default_acl"] or r["public_grant"]]
+        if schema is None or schema["default_acl"] or schema["public_grant"]:
+            problems.append("schema public")
+        if problems:
+            return CheckResult(name, False, f"PUBLIC still has privileges on {problems}")
+        return CheckResult(
+            name, True, f"no PUBLIC grants on database {target.database}, postgres, "
+            "template1 or schema public",
+        )
+
+    async def _check_neighbours_refuse(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> CheckResult:
+        name = "other_tenants_refuse_credentials"
+        limiter = asyncio.Semaphore(8)
+        creds = [target.credentials.roles[r] for r in ("owner", "app")]
+
+        async def attempt(neighbour: Neighbour, username: str, password: str) -> str:
+            async with limiter:
+                for database in (neighbour.database, target.database):
+                    try:
+                        conn = await self._connect(
+                            neighbour.endpoint, username, password, database, timeout_s=3
+                        )
+                    except _AUTH_ERRORS:
+                        continue
+                    except (OSError, TimeoutError, asyncpg.PostgresError,
+                            asyncpg.InterfaceError):
+                        return "unreachable"
+                    await conn.close(timeout=5)
+                    return "accepted"
+                return "refused"
+
+        results = await asyncio.gather(*(
+            attempt(n, c.username, c.password) for n in neighbours for c in creds
+        ))
+        accepted = sorted({
+            n.tenant_id for n, r in zip(
+                [n for n in neighbours for _ in creds], results, strict=True
+            ) if r == "accepted"
+        })
+        if accepted:
+            return CheckResult(name, False, f"credentials accepted by: {', '.join(accepted)}")
+        refused = results.count("refused")
+        unreachable = results.count("unreachable")
+        return CheckResult(
+            name, True,
+            f"owner and app credentials refused by {len(neighbours)} other tenant endpoint(s)"
+            f" ({refused} attempts refused, {unreachable} unreachable)",
+        )
+
+    # ---------------------------------------------------------------- backups
+
+    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+        """``pg_dump -Fc`` inside the tenant container, streamed to ``dest``, checksummed."""
+        if target.container_name is None:
+            raise BackupError("postgres backup needs the tenant container")
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = dest.with_suffix(dest.suffix + ".partial")
+        try:
+            size = await runtime.exec_to_file(
+                target.container_name,
+                ["pg_dump", "-U", target.credentials.superuser.username, "-Fc", "-Z", "6",
+                 "--no-owner", "--no-privileges", "-d", target.database],
+                partial, user=POSTGRES_UID,
+            )
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"pg_dump of {target.tenant_id} failed: {exc}") from exc
+        if size < 5 or await asyncio.to_thread(_magic, partial) != b"PGDMP":
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"pg_dump of {target.tenant_id} produced no valid archive")
+        digest = await asyncio.to_thread(_sha256, partial)
+        partial.chmod(0o600)
+        partial.replace(dest)
+        return BackupResult(dest, size, digest, "pg_dump-custom")
+
+    async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
+        """``pg_restore`` inside the container, fed through stdin; owned by the owner role."""
+        if target.container_name is None:
+            raise BackupError("postgres restore needs the tenant container")
+        owner = target.credentials.roles["owner"].username
+        code, output = await runtime.exec_with_stdin(
+            target.container_name,
+            ["pg_restore", "-U", target.credentials.superuser.username, "--no-owner",
+             "--no-privileges", "--role", owner, "--single-transaction",
+             "--exit-on-error", "-d", target.database],
+            source, user=POSTGRES_UID,
+        )
+        if code != 0:
+            raise BackupError(f"pg_restore into {target.tenant_id} failed: {output[-300:]}")
+
+    async def row_counts(self, target: TenantTarget) -> dict[str, int]:
+        """Exact row counts per table in schema public."""
+        async with self._session(target) as conn:
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+            return {
+                t["tablename"]: int(await conn.fetchval(
+                    f"SELECT count(*) FROM public.{quote_ident(t['tablename'])}"
+                ))
+                for t in tables
+            }
+
+    async def template_warnings(self, target: TenantTarget) -> list[str]:
+        """Tables without PK, FKs without a leading index, password-looking columns."""
+        async with self._session(target) as conn:
+            no_pk = await conn.fetch(
+                """SELECT c.relname FROM pg_class c
+                    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                   WHERE c.relkind = 'r' AND NOT EXISTS (
+                         SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid
+                            AND k.contype = 'p') ORDER BY 1"""
+            )
+            fk_unindexed = await conn.fetch(
+                """SELECT k.conrelid::regclass::text AS tbl, k.conname FROM pg_constraint k
+                   JOIN pg_namespace n ON n.oid = k.connamespace AND n.nspname = 'public'
+                  WHERE k.contype = 'f' AND NOT EXISTS (
+                        SELECT 1 FROM pg_index i WHERE i.indrelid = k.conrelid
+                           AND (i.indkey::int2[])[0:array_length(k.conkey, 1) - 1] = k.conkey)
+                  ORDER BY 1, 2"""
+            )
+            columns = await conn.fetch(
+                """SELECT table_name, column_name FROM information_schema.columns
+                    WHERE table_schema = 'public' ORDER BY 1, 2"""
+            )
+        warnings = [f"table {r['relname']} has no primary key" for r in no_pk]
+        warnings += [f"foreign key {r['conname']} on {r['tbl']} has no index" for r in fk_unindexed]
+        warnings += [
+            f"column {r['table_name']}.{r['column_name']} looks like a plaintext secret"
+            for r in columns if _looks_like_plaintext_secret(r["column_name"])
+        ]
+        return warnings
+
+    def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
+        """``postgresql://user:password@host:port/database``."""
+        return (
+            f"postgresql://{quote(username, safe='')}:{quote(password, safe='')}"
+            f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
+        )
+
+
+_SECRETISH = re.compile(r"(pass(word|wd)?|pwd|secret|api_?key|token)$")
+_HASHED = re.compile(r"(hash|digest|hmac|salt|encrypted|_enc)")
+
+
+def _looks_like_plaintext_secret(column: str) -> bool:
+    lowered = column.lower()
+    return bool(_SECRETISH.search(lowered)) and not _HASHED.search(lowered)
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(5)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

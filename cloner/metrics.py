@@ -1,0 +1,70 @@
+"""Prometheus metrics, on a registry owned by the app (tests get a fresh one each)."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from cloner import __version__, constants
+
+
+class Metrics:
+    """Every metric cloner exports. Names follow Prometheus conventions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.provision_duration = Histogram(
+            "cloner_provision_duration_seconds",
+            "Duration of provisioning, per engine and step (step=total for end to end).",
+            ["engine", "step"], buckets=constants.PROVISION_BUCKETS_S, registry=r,
+        )
+        self.provisions = Counter(
+            "cloner_provisions_total",
+            "Provisioning requests finished, by engine, outcome and error class.",
+            ["engine", "outcome", "error_class"], registry=r,
+        )
+        self.retries = Counter(
+            "cloner_provision_retries_total",
+            "Transient provisioning failures that were retried, by engine and step.",
+            ["engine", "step"], registry=r,
+        )
+        self.deprovisions = Counter(
+            "cloner_deprovisions_total", "Deprovisioning requests finished, by outcome.",
+            ["outcome"], registry=r,
+        )
+        self.queue_depth = Gauge(
+            "cloner_queue_depth", "Requests in the queue, by state.", ["state"], registry=r,
+        )
+        self.queue_oldest_age = Gauge(
+            "cloner_queue_oldest_age_seconds",
+            "Age of the oldest queued (not yet running) request.", registry=r,
+        )
+        self.tenants = Gauge(
+            "cloner_tenants", "Tenants in the registry, by state and engine.",
+            ["state", "engine"], registry=r,
+        )
+        self.isolation_checks = Counter(
+            "cloner_isolation_checks_total", "Isolation checks run, by check and outcome.",
+            ["check", "outcome"], registry=r,
+        )
+        self.backups = Counter(
+            "cloner_backups_total", "Backups taken, by engine and outcome.",
+            ["engine", "outcome"], registry=r,
+        )
+        self.backup_size = Gauge(
+            "cloner_backup_last_size_bytes", "Size of the last backup, by engine.",
+            ["engine"], registry=r,
+        )
+        self.workers_busy = Gauge(
+            "cloner_workers_busy", "Workers currently running a request.", registry=r,
+        )
+        self.build_info = Info("cloner_build", "cloner version and Python runtime.", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+    def set_tenant_counts(self, counts: dict[tuple[str, str], int]) -> None:
+        """Replace the tenant gauge with fresh counts (states that vanished go to 0)."""
+        self.tenants.clear()
+        for (state, engine), n in counts.items():
+            self.tenants.labels(state=state, engine=engine).set(n)

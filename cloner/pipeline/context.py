@@ -1,0 +1,62 @@
+"""Shared collaborators of the pipelines (built by the app, passed in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloner.catalog import Catalog
+from cloner.controlplane import ControlPlane
+from cloner.domain import Credentials, Tenant, container_name
+from cloner.engines import ContainerDefaults, EngineDriver, TenantTarget, get_engine
+from cloner.errors import ClonerError
+from cloner.logging import REDACTOR
+from cloner.metrics import Metrics
+from cloner.runtime import Runtime
+from cloner.secrets import Vault
+from cloner.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a pipeline step may talk to."""
+
+    settings: Settings
+    control_plane: ControlPlane
+    runtime: Runtime
+    catalog: Catalog
+    vault: Vault
+    metrics: Metrics
+    install_id: str
+
+    def container_defaults(self, engine: str) -> ContainerDefaults:
+        """Container shaping from settings, for one engine."""
+        s = self.settings
+        return ContainerDefaults(
+            image=s.image_for(engine), bind_host=s.bind_host, network=s.tenant_network,
+            memory_limit_bytes=s.tenant_memory_limit_bytes, nano_cpus=s.tenant_nano_cpus,
+            pids_limit=s.tenant_pids_limit, shm_size_bytes=s.tenant_shm_size_bytes,
+            connection_limit=s.tenant_connection_limit,
+        )
+
+    async def credentials(self, tenant_id: str) -> Credentials | None:
+        """Decrypted credentials of a tenant (also registered for log redaction)."""
+        token = await self.control_plane.credentials_token(tenant_id)
+        if token is None:
+            return None
+        creds = self.vault.open_credentials(token)
+        REDACTOR.add(creds.all_secrets())
+        return creds
+
+    async def target(self, tenant: Tenant) -> tuple[EngineDriver, TenantTarget]:
+        """Engine driver and connection target of a registered tenant."""
+        engine = get_engine(tenant.engine)
+        creds = await self.credentials(tenant.tenant_id)
+        if creds is None or tenant.endpoint is None:
+            raise ClonerError(f"tenant {tenant.tenant_id} has no endpoint or credentials")
+        return engine, TenantTarget(
+            tenant_id=tenant.tenant_id,
+            database=engine.database_name(tenant.tenant_id),
+            endpoint=tenant.endpoint,
+            credentials=creds,
+            container_name=tenant.container_name or container_name(tenant.tenant_id),
+        )

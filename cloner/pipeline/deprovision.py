@@ -1,0 +1,148 @@
+"""Deprovisioning: final verified backup → container removed → volume kept (or purged).
+
+Data is never dropped before a verified backup exists: ``--purge`` removes
+the volume only after the backup of this run (or an earlier one) checks out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloner import constants
+from cloner.controlplane import TenantUpdate
+from cloner.domain import Request, Status, Tenant, container_name, volume_name
+from cloner.engines import BackupResult, TenantTarget
+from cloner.errors import BackupError
+from cloner.logging import get_logger
+from cloner.pipeline.context import Services
+from cloner.pipeline.provision import StepFailed
+
+log = get_logger(__name__)
+
+
+class Deprovisioner:
+    """Takes a tenant from ready/degraded/failed to deprovisioned or purged."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def run(self, request: Request) -> Tenant:
+        """Run one deprovision request; raise ``StepFailed`` on failure."""
+        tenant_id = request.tenant_id
+        purge = bool(request.payload.get("purge"))
+        tenant = await self._get(tenant_id)
+        if tenant.status is Status.DEPROVISIONED and not purge:
+            return tenant
+        step = "mark"
+        try:
+            if tenant.status is not Status.DEPROVISIONING:
+                tenant = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
+                    status=Status.DEPROVISIONING, event="deprovision_started",
+                    event_detail={"purge": purge, "request": request.id},
+                ))
+            step = "backup"
+            backup = tenant.backup
+            has_data = await self.s.runtime.volume_exists(volume_name(tenant_id))
+            if has_data and tenant.endpoint is not None and tenant.has_credentials and not (
+                backup and backup.get("request") == request.id
+            ):
+                backup = await self.backup(tenant, reason="deprovision", request_id=request.id)
+            step = "remove"
+            await self.s.runtime.remove_container(container_name(tenant_id))
+            final = Status.DEPROVISIONED
+            if purge:
+                step = "purge"
+                _require_verified(backup, has_data)
+                await self.s.runtime.remove_volume(volume_name(tenant_id))
+                final = Status.PURGED
+            self.s.metrics.deprovisions.labels(outcome="success").inc()
+            return await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
+                status=final, event=final.value,
+                event_detail={"backup": (backup or {}).get("path")},
+            ))
+        except Exception as exc:
+            self.s.metrics.deprovisions.labels(outcome="failure").inc()
+            raise StepFailed(step, exc) from exc
+
+    async def _get(self, tenant_id: str) -> Tenant:
+        tenant = await self.s.control_plane.get_tenant(tenant_id)
+        if tenant is None:
+            raise StepFailed("validate", BackupError(f"no tenant {tenant_id!r}"))
+        return tenant
+
+    async def backup(
+        self, tenant: Tenant, *, reason: str, request_id: str | None
+    ) -> dict[str, Any]:
+        """Take, checksum and record a logical backup; the container is started if needed."""
+        engine, target = await self.s.target(tenant)
+        started = time.monotonic()
+        try:
+            await self._ensure_running(target)
+            await engine.wait_ready(target, self.s.settings.ready_timeout_s)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            folder = self.s.settings.backups_dir / tenant.tenant_id
+            dest = folder / f"{tenant.tenant_id}-{stamp}.dump"
+            result = await engine.backup(self.s.runtime, target, dest)
+        except Exception:
+            self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
+            raise
+        record = _record(result, tenant, reason, request_id, time.monotonic() - started)
+        await asyncio.to_thread(_write_manifest, result.path, record)
+        self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="success").inc()
+        self.s.metrics.backup_size.labels(engine=tenant.engine.value).set(result.size_bytes)
+        await self.s.control_plane.update_tenant(tenant.tenant_id, TenantUpdate(
+            backup=record, event="backup", event_detail=record,
+        ))
+        log.info("backup.done", tenant_id=tenant.tenant_id, path=str(result.path),
+                 size_bytes=result.size_bytes)
+        return record
+
+    async def _ensure_running(self, target: TenantTarget) -> None:
+        assert target.container_name is not None
+        info = await self.s.runtime.inspect(target.container_name)
+        if info is None:
+            raise BackupError(
+                f"container {target.container_name} is gone; its volume "
+                f"{volume_name(target.tenant_id)} is kept for manual recovery"
+            )
+        if not info.running:
+            await self.s.runtime.start(target.container_name)
+
+
+def _require_verified(backup: dict[str, Any] | None, has_data: bool) -> None:
+    if has_data and not _verified(backup):
+        raise BackupError("refusing to purge: no verified backup of this tenant")
+
+
+def _verified(backup: dict[str, Any] | None) -> bool:
+    if not backup:
+        return False
+    path = Path(backup["path"])
+    return path.is_file() and path.stat().st_size == backup.get("size_bytes") and bool(
+        backup.get("sha256")
+    )
+
+
+def _record(
+    result: BackupResult, tenant: Tenant, reason: str, request_id: str | None, seconds: float
+) -> dict[str, Any]:
+    return {
+        "path": str(result.path), "size_bytes": result.size_bytes, "sha256": result.sha256,
+        "format": result.format, "engine": tenant.engine.value,
+        "template_version": tenant.template_version, "industry": tenant.industry.value,
+        "reason": reason, "request": request_id, "duration_s": round(seconds, 3),
+        "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": constants.CONTAINER_PREFIX + tenant.tenant_id,
+    }
+
+
+def _write_manifest(path: Path, record: dict[str, Any]) -> None:
+    manifest = path.with_suffix(".json")
+    manifest.write_text(json.dumps(record, indent=2) + "\n")
+    manifest.chmod(0o600)
+    path.with_suffix(path.suffix + ".sha256").write_text(f"{record['sha256']}  {path.name}\n")

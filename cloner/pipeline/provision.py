@@ -1,0 +1,299 @@
+"""The provisioning pipeline of DESIGN.md: validate → … → register.
+
+Each step is idempotent: a request redelivered after a crash runs the
+pipeline from the top, and every step either finds its work done or
+finishes it. Steps never talk to Docker or a database directly; they call
+the runtime and the engine driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from cloner import constants
+from cloner.catalog import ResolvedTemplates
+from cloner.controlplane import TenantUpdate
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    IsolationReport,
+    Request,
+    Status,
+    Tenant,
+    TenantSpec,
+    container_name,
+    parse_engine,
+    parse_industry,
+    sql_identifier,
+    validate_tenant_id,
+    volume_name,
+)
+from cloner.engines import EngineDriver, Neighbour, TenantTarget, get_engine
+from cloner.errors import ClonerError, IsolationViolation, NotReady, TimeoutExceeded
+from cloner.logging import REDACTOR, get_logger
+from cloner.pipeline.context import Services
+from cloner.runtime import ContainerInfo
+from cloner.secrets import generate_credentials
+
+log = get_logger(__name__)
+
+PROVISION_STEPS = (
+    "validate", "reserve", "resolve", "start", "ready", "template", "rbac", "verify", "register",
+)
+
+# Connection-level faults while a fresh server settles are worth another attempt.
+_TRANSIENT_DRIVER_ERRORS = (
+    OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class StepFailed(Exception):
+    """A pipeline step failed; carries the step and whether a retry may help."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        self.transient = isinstance(cause, _TRANSIENT_DRIVER_ERRORS) or (
+            isinstance(cause, ClonerError) and cause.transient
+        )
+        self.error_class = type(cause).__name__
+        super().__init__(f"{step}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """One line, redacted."""
+        text = str(self.cause) or type(self.cause).__name__
+        if isinstance(self.cause, ClonerError):
+            text = self.cause.message
+        return REDACTOR.redact(" ".join(text.split()))[:500]
+
+
+@dataclass
+class ProvisionRun:
+    """State carried from step to step for one request."""
+
+    request: Request
+    spec: TenantSpec | None = None
+    engine: EngineDriver | None = None
+    templates: ResolvedTemplates | None = None
+    credentials: Credentials | None = None
+    container: ContainerInfo | None = None
+    endpoint: Endpoint | None = None
+    isolation: IsolationReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant this run provisions."""
+        return self.request.tenant_id
+
+    def target(self) -> TenantTarget:
+        """Connection target once start has run."""
+        assert self.engine and self.endpoint and self.credentials
+        return TenantTarget(
+            tenant_id=self.tenant_id,
+            database=self.engine.database_name(self.tenant_id),
+            endpoint=self.endpoint,
+            credentials=self.credentials,
+            container_name=container_name(self.tenant_id),
+        )
+
+
+class Provisioner:
+    """Runs the provisioning steps for one request and compensates failures."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def run(self, request: Request) -> Tenant:
+        """Provision the tenant of ``request``; raise ``StepFailed`` on failure."""
+        run = ProvisionRun(request)
+        existing = await self.s.control_plane.get_tenant(request.tenant_id)
+        if existing and existing.request_id == request.id and existing.status is Status.READY:
+            # Redelivered after the registry said ready but before the queue heard of it.
+            return existing
+        started = time.monotonic()
+        for step in PROVISION_STEPS:
+            with structlog.contextvars.bound_contextvars(step=step):
+                step_started = time.monotonic()
+                try:
+                    async with asyncio.timeout(self.s.settings.step_timeout_s):
+                        await getattr(self, f"_{step}")(run)
+                except TimeoutError as exc:
+                    raise StepFailed(step, TimeoutExceeded(
+                        f"step {step} exceeded {self.s.settings.step_timeout_s:.0f}s"
+                    )) from exc
+                except StepFailed:
+                    raise
+                except Exception as exc:
+                    raise StepFailed(step, exc) from exc
+                elapsed = time.monotonic() - step_started
+                run.timings[step] = round(elapsed, 4)
+                if run.spec is not None:
+                    self.s.metrics.provision_duration.labels(
+                        engine=run.spec.engine.value, step=step
+                    ).observe(elapsed)
+                log.debug("provision.step_done", seconds=round(elapsed, 4))
+        total = time.monotonic() - started
+        assert run.spec is not None
+        self.s.metrics.provision_duration.labels(
+            engine=run.spec.engine.value, step="total"
+        ).observe(total)
+        tenant = await self.s.control_plane.get_tenant(run.tenant_id)
+        assert tenant is not None
+        log.info("provision.ready", seconds=round(total, 3),
+                 port=run.endpoint.port if run.endpoint else None)
+        return tenant
+
+    # ------------------------------------------------------------------ steps
+
+    async def _validate(self, run: ProvisionRun) -> None:
+        payload = run.request.payload
+        tenant_id = validate_tenant_id(run.request.tenant_id)
+        engine = parse_engine(str(payload.get("engine")))
+        run.spec = TenantSpec(
+            tenant_id=tenant_id,
+            engine=engine,
+            industry=parse_industry(str(payload.get("industry"))),
+            template_version=str(payload.get("template_version")),
+        )
+        run.engine = get_engine(engine)
+
+    async def _reserve(self, run: ProvisionRun) -> None:
+        creds = await self.s.credentials(run.tenant_id)
+        update = TenantUpdate(status=Status.PROVISIONING, attempts=run.request.attempts,
+                              error=None)
+        if creds is None:
+            # Secrets are generated once per request and stored before any container
+            # exists, so a crash after `start` resumes with the same passwords.
+            creds = generate_credentials(sql_identifier(run.tenant_id))
+            update = TenantUpdate(
+                status=Status.PROVISIONING, attempts=run.request.attempts, error=None,
+                credentials_token=self.s.vault.seal_credentials(creds),
+            )
+        REDACTOR.add(creds.all_secrets())
+        run.credentials = creds
+        await self.s.control_plane.update_tenant(run.tenant_id, update)
+
+    async def _resolve(self, run: ProvisionRun) -> None:
+        assert run.spec is not None
+        run.templates = self.s.catalog.resolve(
+            run.spec.engine.value, run.spec.template_version, run.spec.industry
+        )
+
+    async def _start(self, run: ProvisionRun) -> None:
+        assert run.spec and run.engine and run.credentials
+        labels = {
+            constants.LABEL_TENANT: run.tenant_id,
+            constants.LABEL_REQUEST: run.request.id,
+            constants.LABEL_ENGINE: run.spec.engine.value,
+            constants.LABEL_TEMPLATE_VERSION: run.spec.template_version,
+            constants.LABEL_ROLE: "tenant-database",
+        }
+        spec = run.engine.container_spec(
+            run.tenant_id, run.credentials, labels,
+            self.s.container_defaults(run.spec.engine.value),
+        )
+        await self.s.runtime.ensure_network(self.s.settings.tenant_network)
+        info = await self.s.runtime.ensure_container(spec)
+        if info.host_port is None:
+            raise NotReady(f"container {info.name} has no published port")
+        run.container = info
+        run.endpoint = Endpoint(
+            host=self.s.settings.bind_host, port=info.host_port,
+            database=run.engine.database_name(run.tenant_id),
+        )
+        await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(
+            container_id=info.id, container_name=info.name, endpoint=run.endpoint,
+        ))
+
+    async def _ready(self, run: ProvisionRun) -> None:
+        assert run.engine is not None
+        try:
+            await run.engine.wait_ready(run.target(), self.s.settings.ready_timeout_s)
+        except NotReady as exc:
+            logs = await self.s.runtime.logs_tail(container_name(run.tenant_id), 5)
+            tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
+            raise NotReady(f"{exc.message}; container log: {tail or '(empty)'}") from exc
+
+    async def _template(self, run: ProvisionRun) -> None:
+        assert run.engine and run.templates
+        await run.engine.apply_templates(run.target(), run.templates)
+
+    async def _rbac(self, run: ProvisionRun) -> None:
+        assert run.engine is not None
+        await run.engine.apply_rbac(run.target(), self.s.settings.tenant_connection_limit)
+
+    async def _verify(self, run: ProvisionRun) -> None:
+        assert run.engine and run.spec
+        neighbours = await self._neighbours(run)
+        checks = await run.engine.prove_isolation(run.target(), neighbours)
+        checks += await self._container_checks(run)
+        report = IsolationReport(tuple(checks))
+        for check in checks:
+            self.s.metrics.isolation_checks.labels(
+                check=check.name, outcome="passed" if check.passed else "failed"
+            ).inc()
+        run.isolation = report
+        await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(isolation=report))
+        if not report.passed:
+            failed = ", ".join(c.name for c in checks if not c.passed)
+            raise IsolationViolation(f"isolation proof failed: {failed}")
+
+    async def _neighbours(self, run: ProvisionRun) -> list[Neighbour]:
+        assert run.spec is not None and run.engine is not None
+        tenants = await self.s.control_plane.list_tenants()
+        return [
+            Neighbour(t.tenant_id, t.endpoint, run.engine.database_name(t.tenant_id))
+            for t in tenants
+            if t.tenant_id != run.tenant_id and t.engine == run.spec.engine
+            and t.status in (Status.READY, Status.DEGRADED, Status.PROVISIONING)
+            and t.endpoint is not None and t.endpoint.port is not None
+        ]
+
+    async def _container_checks(self, run: ProvisionRun) -> list[CheckResult]:
+        info = await self.s.runtime.inspect(container_name(run.tenant_id))
+        network = self.s.settings.tenant_network
+        if info is None:
+            return [CheckResult("container_exists", False, "container vanished")]
+        bind = self.s.settings.bind_host
+        port_ok = info.host_ip == bind
+        isolated = await self.s.runtime.network_isolated(network)
+        net_ok = info.networks == (network,) and isolated
+        return [
+            CheckResult(
+                "port_published_on_bind_host_only", port_ok,
+                f"published on {info.host_ip}:{info.host_port} (expected {bind})",
+            ),
+            CheckResult(
+                "own_isolated_network", net_ok,
+                f"networks {list(info.networks)}; inter-container traffic "
+                f"{'disabled' if isolated else 'ENABLED'} on {network}",
+            ),
+        ]
+
+    async def _register(self, run: ProvisionRun) -> None:
+        total = round(sum(run.timings.values()), 4)
+        timings: dict[str, Any] = {"total_s": total, "steps": dict(run.timings)}
+        await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(
+            status=Status.READY, timings=timings, error=None, endpoint=run.endpoint,
+            event="ready", event_detail={"request": run.request.id},
+        ))
+
+    # ----------------------------------------------------------- compensation
+
+    async def compensate(self, tenant_id: str) -> None:
+        """Remove what a failed request created (unless ``keep_failed``)."""
+        if self.s.settings.keep_failed:
+            log.warning("provision.kept_failed_resources", tenant_id=tenant_id)
+            return
+        await self.s.runtime.remove_container(container_name(tenant_id))
+        await self.s.runtime.remove_volume(volume_name(tenant_id))

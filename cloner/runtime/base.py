@@ -1,0 +1,120 @@
+"""The runtime interface: where a tenant database runs. Docker today, Kubernetes later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to run one tenant's database container."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    volume_name: str
+    volume_mount: str
+    port: int
+    bind_host: str
+    network: str
+    user: str
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    read_only: bool = True
+    cap_add: tuple[str, ...] = ()
+    memory_limit_bytes: int = 256 * 1024 * 1024
+    nano_cpus: int = 1_000_000_000
+    pids_limit: int = 256
+    shm_size_bytes: int | None = None
+
+    def __repr__(self) -> str:  # env may carry a bootstrap secret
+        return f"ContainerSpec(name={self.name!r}, image={self.image!r})"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the runtime reports about a container."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
+    image: str
+    host_ip: str | None
+    host_port: int | None
+    networks: tuple[str, ...]
+    ip_address: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """True when the container is running."""
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class OwnedResources:
+    """Containers, volumes and networks carrying our labels."""
+
+    containers: tuple[ContainerInfo, ...]
+    volumes: tuple[str, ...]
+    networks: tuple[str, ...]
+
+
+class Runtime(Protocol):
+    """Runs tenant containers. Every method is safe to call again after a crash."""
+
+    async def ping(self) -> None:
+        """Raise ``RuntimeUnavailable`` unless the runtime answers."""
+
+    async def ensure_network(self, name: str) -> None:
+        """Create the tenant network (inter-container traffic disabled) if absent."""
+
+    async def network_isolated(self, name: str) -> bool:
+        """True if containers on that network cannot talk to each other."""
+
+    async def ensure_container(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create-or-adopt and start the container; stale ones of ours are replaced."""
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        """The container, or None."""
+
+    async def start(self, name: str) -> ContainerInfo:
+        """Start a stopped container."""
+
+    async def remove_container(self, name: str) -> None:
+        """Stop and remove a container; absent is fine."""
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a volume; absent is fine."""
+
+    async def volume_exists(self, name: str) -> bool:
+        """True if the volume exists."""
+
+    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
+        """Run ``cmd`` in the container, stream its stdout into ``dest``; bytes written."""
+
+    async def exec_with_stdin(
+        self, name: str, cmd: list[str], source: Path, user: str
+    ) -> tuple[int, str]:
+        """Run ``cmd`` with ``source`` streamed to its stdin; exit code and output."""
+
+    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
+        """Run ``cmd`` in the container; exit code and combined output."""
+
+    async def logs_tail(self, name: str, lines: int = 20) -> str:
+        """The last lines of the container log."""
+
+    async def owned(self) -> OwnedResources:
+        """Everything labelled as ours by this install."""
+
+    async def image_exists(self, image: str) -> bool:
+        """True if the image is present locally."""
+
+    async def pull(self, image: str, timeout_s: float) -> None:
+        """Pull an image; raise ``ImageError`` on failure."""
+
+    async def close(self) -> None:
+        """Release the client."""

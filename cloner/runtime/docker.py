@@ -1,0 +1,437 @@
+"""Docker runtime: the only module that calls the Docker SDK.
+
+The SDK is blocking, so every call runs in a worker thread
+(``asyncio.to_thread``). Everything created carries our labels; a container
+or volume with our name but not our labels is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from cloner import constants
+from cloner.errors import ImageError, RuntimeFault, RuntimeUnavailable
+from cloner.logging import get_logger
+from cloner.runtime.base import ContainerInfo, ContainerSpec, OwnedResources
+
+P = ParamSpec("P")
+T = TypeVar("T")
+log = get_logger(__name__)
+
+_CONNECTION_ERRORS = (ConnectionError, OSError)
+
+
+def _wrap(fn: Callable[P, T]) -> Callable[P, T]:
+    """Map SDK and connection errors onto cloner's transient runtime errors."""
+
+    @functools.wraps(fn)
+    def inner(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise RuntimeFault(f"docker refused {fn.__name__}: {exc.explanation or exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise RuntimeUnavailable(f"docker is not reachable: {exc}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise RuntimeUnavailable(f"docker is not reachable: {exc}") from exc
+
+    return inner
+
+
+class DockerRuntime:
+    """Tenant containers on a local (or ``docker_url``) Docker engine."""
+
+    def __init__(self, install_id: str, docker_url: str | None = None) -> None:
+        self.install_id = install_id
+        self._docker_url = docker_url
+        self._client: docker.DockerClient | None = None
+        self._network_lock = asyncio.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The SDK client, created on first use."""
+        if self._client is None:
+            try:
+                if self._docker_url:
+                    self._client = docker.DockerClient(base_url=self._docker_url, timeout=60)
+                else:
+                    self._client = docker.from_env(timeout=60)
+            except docker.errors.DockerException as exc:
+                raise RuntimeUnavailable(f"docker is not reachable: {exc}") from exc
+        return self._client
+
+    def _ours(self, labels: dict[str, str] | None) -> bool:
+        labels = labels or {}
+        return (
+            labels.get(constants.LABEL_MANAGED) == "true"
+            and labels.get(constants.LABEL_INSTALL) == self.install_id
+        )
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(_wrap(fn), *args, **kwargs)
+
+    async def close(self) -> None:
+        """Close the SDK client."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await asyncio.to_thread(client.close)
+
+    async def ping(self) -> None:
+        """Raise unless Docker answers."""
+        await self._run(self._ping)
+
+    def _ping(self) -> None:
+        self.client.ping()
+
+    # ---------------------------------------------------------------- network
+
+    async def ensure_network(self, name: str) -> None:
+        """One bridge for all tenants with inter-container traffic disabled.
+
+        A network per tenant would exhaust Docker's default address pools at
+        ~30 tenants; one ICC-less bridge scales to thousands and still keeps
+        tenant containers from reaching each other.
+        """
+        async with self._network_lock:
+            await self._run(self._ensure_network, name)
+
+    def _ensure_network(self, name: str) -> None:
+        existing = self.client.networks.list(names=[name])
+        if any(n.name == name for n in existing):
+            return
+        self.client.networks.create(
+            name,
+            driver="bridge",
+            options={"com.docker.network.bridge.enable_icc": "false"},
+            labels=self._labels({constants.LABEL_ROLE: "tenant-network"}),
+            check_duplicate=True,
+        )
+
+    async def network_isolated(self, name: str) -> bool:
+        """True when the network exists and has ICC disabled."""
+        def check() -> bool:
+            try:
+                net = self.client.networks.get(name)
+            except docker.errors.NotFound:
+                return False
+            options = net.attrs.get("Options") or {}
+            return bool(options.get("com.docker.network.bridge.enable_icc") == "false")
+
+        return await self._run(check)
+
+    # ------------------------------------------------------------- containers
+
+    def _labels(self, extra: dict[str, str]) -> dict[str, str]:
+        return {
+            constants.LABEL_MANAGED: "true",
+            constants.LABEL_INSTALL: self.install_id,
+            **extra,
+        }
+
+    async def ensure_container(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create-or-adopt, then start. See ``Runtime.ensure_container``."""
+        for key in spec.labels:
+            if not key.startswith(constants.LABEL_PREFIX):
+                raise RuntimeFault(f"label {key!r} is outside the cloner. namespace")
+        return await self._run(self._ensure_container, spec)
+
+    def _ensure_container(self, spec: ContainerSpec) -> ContainerInfo:
+        request = spec.labels.get(constants.LABEL_REQUEST)
+        container = self._get_container(spec.name)
+        if container is not None:
+            if not self._ours(container.labels):
+                raise RuntimeFault(
+                    f"container {spec.name} exists but is not managed by this cloner install; "
+                    "remove or rename it"
+                )
+            if container.labels.get(constants.LABEL_REQUEST) != request:
+                log.info("runtime.replace_stale_container", container=spec.name)
+                container.remove(force=True)
+                container = None
+        volume_labels = self._labels(
+            {k: v for k, v in spec.labels.items() if k != constants.LABEL_MANAGED}
+        )
+        if container is None:
+            self._ensure_volume(spec.volume_name, volume_labels, request)
+            container = self._create(spec)
+        if container.status != "running":
+            container.start()
+            container.reload()
+        return self._info(container)
+
+    def _ensure_volume(self, name: str, labels: dict[str, str], request: str | None) -> None:
+        try:
+            volume = self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            self.client.volumes.create(name, labels=labels)
+            return
+        vol_labels = volume.attrs.get("Labels") or {}
+        if not self._ours(vol_labels):
+            raise RuntimeFault(f"volume {name} exists but is not managed by this cloner install")
+        if vol_labels.get(constants.LABEL_REQUEST) != request:
+            # Data of an earlier incarnation of this tenant id (a failed attempt kept
+            # for debugging): a new request always starts from an empty volume.
+            volume.remove(force=True)
+            self.client.volumes.create(name, labels=labels)
+
+    def _create(self, spec: ContainerSpec) -> Container:
+        kwargs: dict[str, Any] = {
+            "name": spec.name,
+            "image": spec.image,
+            "command": list(spec.command) or None,
+            "environment": spec.env,
+            "labels": self._labels(spec.labels),
+            "user": spec.user,
+            "detach": True,
+            "ports": {f"{spec.port}/tcp": (spec.bind_host,)},
+            "volumes": {spec.volume_name: {"bind": spec.volume_mount, "mode": "rw"}},
+            "tmpfs": spec.tmpfs,
+            "read_only": spec.read_only,
+            "cap_drop": ["ALL"],
+            "cap_add": list(spec.cap_add) or None,
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": spec.memory_limit_bytes,
+            "memswap_limit": spec.memory_limit_bytes,
+            "nano_cpus": spec.nano_cpus,
+            "pids_limit": spec.pids_limit,
+            "restart_policy": {"Name": "unless-stopped"},
+            "network": spec.network,
+            "hostname": spec.name,
+        }
+        if spec.shm_size_bytes:
+            kwargs["shm_size"] = spec.shm_size_bytes
+        try:
+            return self.client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(
+                f"image {spec.image} is not present; run 'cloner images ensure'"
+            ) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                # Another worker created it between our get and create: adopt it.
+                existing = self._get_container(spec.name)
+                if existing is not None and self._ours(existing.labels):
+                    return existing
+            raise
+
+    def _get_container(self, name: str) -> Container | None:
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _info(self, container: Container) -> ContainerInfo:
+        attrs = container.attrs
+        ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        host_ip = host_port = None
+        for bindings in ports.values():
+            if bindings:
+                host_ip = bindings[0].get("HostIp")
+                host_port = int(bindings[0]["HostPort"])
+                break
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+        return ContainerInfo(
+            id=container.id or "",
+            name=container.name or "",
+            status=container.status,
+            labels=dict(container.labels or {}),
+            image=(attrs.get("Config") or {}).get("Image", ""),
+            host_ip=host_ip,
+            host_port=host_port,
+            networks=tuple(sorted(networks)),
+            ip_address=ip,
+        )
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        """The container, if it exists and is ours."""
+        def get() -> ContainerInfo | None:
+            container = self._get_container(name)
+            if container is None or not self._ours(container.labels):
+                return None
+            return self._info(container)
+
+        return await self._run(get)
+
+    async def start(self, name: str) -> ContainerInfo:
+        """Start a stopped container of ours."""
+        def start() -> ContainerInfo:
+            container = self.client.containers.get(name)
+            if container.status != "running":
+                container.start()
+                container.reload()
+            return self._info(container)
+
+        return await self._run(start)
+
+    async def remove_container(self, name: str) -> None:
+        """Stop gracefully, then remove; only ours, absent is fine."""
+        def remove() -> None:
+            container = self._get_container(name)
+            if container is None or not self._ours(container.labels):
+                return
+            if container.status == "running":
+                container.stop(timeout=10)
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+        await self._run(remove)
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove one of our volumes; absent is fine."""
+        def remove() -> None:
+            try:
+                volume = self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                return
+            if self._ours(volume.attrs.get("Labels")):
+                volume.remove(force=True)
+
+        await self._run(remove)
+
+    async def volume_exists(self, name: str) -> bool:
+        """True if the volume exists."""
+        def exists() -> bool:
+            try:
+                self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                return False
+            return True
+
+        return await self._run(exists)
+
+    # ------------------------------------------------------------------- exec
+
+    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
+        """Stream the command's stdout into ``dest``; raise with stderr on failure."""
+        def run() -> int:
+            api = self.client.api
+            exec_id = api.exec_create(name, cmd, user=user, stdout=True, stderr=True)["Id"]
+            written = 0
+            errors: list[bytes] = []
+            with dest.open("wb") as handle:
+                for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                    if out:
+                        handle.write(out)
+                        written += len(out)
+                    if err:
+                        errors.append(err)
+                handle.flush()
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            if code != 0:
+                tail = b"".join(errors).decode(errors="replace").strip()[-500:]
+                raise RuntimeFault(f"{cmd[0]} exited with {code}: {tail}")
+            return written
+
+        return await self._run(run)
+
+    async def exec_with_stdin(
+        self, name: str, cmd: list[str], source: Path, user: str
+    ) -> tuple[int, str]:
+        """Upload ``source`` through the exec's stdin: no file lands in the container."""
+        def run() -> tuple[int, str]:
+            api = self.client.api
+            exec_id = api.exec_create(
+                name, cmd, user=user, stdin=True, stdout=True, stderr=True
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+            raw = getattr(sock, "_sock", sock)
+            try:
+                with source.open("rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 16), b""):
+                        raw.sendall(chunk)
+                raw.shutdown(socket.SHUT_WR)
+                output = bytearray()
+                while chunk := raw.recv(1 << 16):
+                    output.extend(chunk)
+            finally:
+                sock.close()
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            return int(code if code is not None else -1), _strip_stream_headers(bytes(output))
+
+        return await self._run(run)
+
+    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
+        """Run a command, return exit code and output."""
+        def run() -> tuple[int, str]:
+            container = self.client.containers.get(name)
+            result = container.exec_run(cmd, user=user)
+            return int(result.exit_code), result.output.decode(errors="replace")
+
+        return await self._run(run)
+
+    async def logs_tail(self, name: str, lines: int = 20) -> str:
+        """Last log lines, or '' when unavailable."""
+        def tail() -> str:
+            container = self._get_container(name)
+            if container is None:
+                return ""
+            return bytes(container.logs(tail=lines)).decode(errors="replace")
+
+        try:
+            return await self._run(tail)
+        except (RuntimeFault, RuntimeUnavailable):
+            return ""
+
+    # --------------------------------------------------------------- listing
+
+    async def owned(self) -> OwnedResources:
+        """Everything labelled with this install id."""
+        def collect() -> OwnedResources:
+            flt = {"label": [f"{constants.LABEL_INSTALL}={self.install_id}"]}
+            containers = self.client.containers.list(all=True, filters=flt)
+            volumes = self.client.volumes.list(filters=flt)
+            networks = self.client.networks.list(filters=flt)
+            return OwnedResources(
+                containers=tuple(self._info(c) for c in containers),
+                volumes=tuple(v.name for v in volumes),
+                networks=tuple(n.name for n in networks),
+            )
+
+        return await self._run(collect)
+
+    # ----------------------------------------------------------------- images
+
+    async def image_exists(self, image: str) -> bool:
+        """True if present locally."""
+        def exists() -> bool:
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        return await self._run(exists)
+
+    async def pull(self, image: str, timeout_s: float) -> None:
+        """Pull with a deadline; any failure is an ``ImageError``."""
+        repository, _, tag = image.partition(":")
+        try:
+            await asyncio.wait_for(
+                self._run(lambda: self.client.images.pull(repository, tag=tag or "latest")),
+                timeout=timeout_s,
+            )
+        except (TimeoutError, RuntimeFault, RuntimeUnavailable) as exc:
+            raise ImageError(f"cannot pull {image}: {exc}") from exc
+
+
+def _strip_stream_headers(data: bytes) -> str:
+    """Decode Docker's multiplexed stream (8-byte frame headers) into text."""
+    out = bytearray()
+    while len(data) >= 8 and data[0] in (0, 1, 2) and data[1:4] == b"\0\0\0":
+        (size,) = struct.unpack(">I", data[4:8])
+        out.extend(data[8 : 8 + size])
+        data = data[8 + size :]
+    out.extend(data)
+    return out.decode(errors="replace")

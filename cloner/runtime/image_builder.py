@@ -1,0 +1,496 @@
+"""Offline build of engine images: Debian packages in, Docker image out.
+
+No container registry is needed: ``mmdebstrap`` assembles a Debian bookworm
+root filesystem straight from a Debian package mirror into a tarball, and
+``docker import`` (through the Docker SDK) turns that tarball into an image,
+with the image configuration (entrypoint, env, labels...) passed as
+``--change`` lines. The resulting image honours the environment contract of
+the matching official image, so the rest of cloner does not care where an
+image came from.
+
+Each engine is one :class:`EngineRecipe`. The work is blocking (minutes of
+subprocess and HTTP); async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import docker
+import docker.errors
+from docker.utils import parse_repository_tag
+
+__all__ = [
+    "RECIPES",
+    "EngineRecipe",
+    "ImageBuildError",
+    "OwnedDir",
+    "build_offline_image",
+]
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+ENTRYPOINT_PATH = "/usr/local/bin/docker-entrypoint.sh"
+
+#: A stalled mirror must not hang a build forever; a normal build takes
+#: well under five minutes.
+BUILD_TIMEOUT_S = 30 * 60
+#: Generous: the SDK streams the tarball (a few hundred MB) to the engine.
+DOCKER_TIMEOUT_S = 15 * 60
+#: Lines of subprocess output kept for the error message.
+_TAIL_LINES = 6
+_TAIL_CHARS = 600
+
+#: Left out of every image. They are never read by a database server, and
+#: dpkg's path filters keep them off disk instead of deleting them later.
+#: The filters stay in the image (/etc/dpkg/dpkg.cfg.d), so a later
+#: ``apt-get install`` in a derived image behaves the same.
+COMMON_PATH_EXCLUDES: tuple[str, ...] = (
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+    "/usr/share/lintian/*",
+    # Locale sources for localedef: useless on a read-only root filesystem,
+    # where no locale can be generated at run time anyway.
+    "/usr/share/i18n/*",
+)
+
+
+class ImageBuildError(Exception):
+    """An offline image build failed.
+
+    The message is one line: the failing step or command and the tail of its
+    output, enough to act on without digging through logs.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedDir:
+    """A directory created in the image with a given owner and mode."""
+
+    path: str
+    uid: int
+    gid: int
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRecipe:
+    """Everything engine-specific about an offline image build.
+
+    Attributes:
+        engine: cloner's engine name; also the ``cloner.image.engine`` label.
+        packages: Debian packages to install (dependencies follow).
+        user: name of the account the server runs as.
+        uid: its uid, identical to the official image's so volumes move
+            between official and offline images without a chown.
+        gid: its gid, likewise.
+        home: the account's home directory.
+        entrypoint: file name under ``images/<engine>/``; installed as
+            ``/usr/local/bin/docker-entrypoint.sh``.
+        dirs: directories the entrypoint relies on, with owner and mode.
+        preseed_files: ``(path, content)`` written before the packages
+            install, to steer their maintainer scripts.
+        path_excludes: engine-specific dpkg path filters, on top of
+            :data:`COMMON_PATH_EXCLUDES`.
+        smoke_test: command run inside the finished root filesystem; a
+            non-zero exit fails the build (catches a missing library).
+        changes: Dockerfile instructions applied by ``docker import``
+            (``ENTRYPOINT`` and the ``cloner.image.*`` labels are added by
+            the builder).
+    """
+
+    engine: str
+    packages: tuple[str, ...]
+    user: str
+    uid: int
+    gid: int
+    home: str
+    entrypoint: str
+    dirs: tuple[OwnedDir, ...]
+    preseed_files: tuple[tuple[str, str], ...]
+    path_excludes: tuple[str, ...]
+    smoke_test: tuple[str, ...]
+    changes: tuple[str, ...]
+
+
+POSTGRES_RECIPE = EngineRecipe(
+    engine="postgres",
+    # libnss-wrapper lets the entrypoint run initdb under a uid that has no
+    # passwd entry (e.g. `--user 1234`), with /etc read-only.
+    packages=("postgresql-15", "libnss-wrapper"),
+    user="postgres",
+    uid=999,
+    gid=999,
+    home="/var/lib/postgresql",
+    entrypoint="entrypoint.sh",
+    dirs=(
+        OwnedDir("/var/lib/postgresql", 999, 999, 0o755),
+        OwnedDir("/var/lib/postgresql/data", 999, 999, 0o700),
+        # A tmpfs at run time; this copy matters when there is none.
+        OwnedDir("/var/run/postgresql", 999, 999, 0o2775),
+    ),
+    preseed_files=(
+        # Without this the package's postinst runs initdb for a "15/main"
+        # cluster (a 16 MB WAL segment and several seconds) that we would
+        # only delete again: clusters are made by the entrypoint.
+        (
+            "/etc/postgresql-common/createcluster.d/cloner.conf",
+            "create_main_cluster = false\n",
+        ),
+    ),
+    path_excludes=(
+        # JIT compilation: libLLVM and its libz3 dependency are about 150 MB,
+        # half the image, for a feature that rarely pays off on small tenant
+        # databases. Without llvmjit.so the server silently runs without JIT;
+        # the entrypoint also sets jit = off.
+        "/usr/lib/postgresql/15/lib/llvmjit*",
+        "/usr/lib/postgresql/15/lib/bitcode/*",
+        "/usr/lib/x86_64-linux-gnu/libLLVM-*",
+        "/usr/lib/x86_64-linux-gnu/libz3.so*",
+        "/usr/lib/aarch64-linux-gnu/libLLVM-*",
+        "/usr/lib/aarch64-linux-gnu/libz3.so*",
+    ),
+    smoke_test=(
+        "sh",
+        "-ec",
+        "for b in postgres initdb pg_ctl psql pg_dump pg_restore pg_isready; do "
+        '/usr/lib/postgresql/15/bin/"$b" --version >/dev/null; done',
+    ),
+    changes=(
+        'CMD ["postgres"]',
+        "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin"
+        ":/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV PGDATA=/var/lib/postgresql/data",
+        "ENV PG_MAJOR=15",
+        "ENV LANG=C.UTF-8",
+        "EXPOSE 5432",
+        # Smart shutdown (SIGTERM) waits for clients to leave; fast shutdown
+        # (SIGINT) is what the official image uses for `docker stop`.
+        "STOPSIGNAL SIGINT",
+    ),
+)
+
+#: Engines that can be built offline, by cloner engine name.
+RECIPES: Mapping[str, EngineRecipe] = {POSTGRES_RECIPE.engine: POSTGRES_RECIPE}
+
+
+def build_offline_image(
+    engine: str,
+    tag: str,
+    *,
+    work_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """Build the image for ``engine`` from Debian packages and tag it ``tag``.
+
+    Blocking; call it through ``asyncio.to_thread``. Needs ``mmdebstrap``,
+    root (or unprivileged user namespaces), the Debian mirror and a Docker
+    engine (``DOCKER_HOST`` and friends are honoured). ``work_dir`` holds the
+    root filesystem while it is built (about 1 GB at peak); it must not be
+    shared with a concurrent build. The tarball is removed in all cases.
+    An image previously tagged ``tag`` is removed once it is no longer
+    tagged and no container uses it.
+
+    Raises:
+        ImageBuildError: unknown engine, missing tool, or a failed step.
+    """
+    recipe = RECIPES.get(engine)
+    if recipe is None:
+        raise ImageBuildError(
+            f"no offline image recipe for engine {engine!r} (known: {', '.join(sorted(RECIPES))})"
+        )
+    entrypoint = IMAGES_DIR / recipe.engine / recipe.entrypoint
+    if not entrypoint.is_file():
+        raise ImageBuildError(f"entrypoint {entrypoint} is missing from the package")
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    rootfs = work_dir / "rootfs.tar"
+    started = time.monotonic()
+    try:
+        log(f"building the {engine} root filesystem from {DEBIAN_MIRROR} ({DEBIAN_SUITE})")
+        _run(
+            _mmdebstrap_argv(mmdebstrap, recipe, entrypoint, rootfs),
+            log=log,
+            # The chroot is assembled next to the tarball rather than in /tmp,
+            # which may be a small tmpfs.
+            env={**os.environ, "TMPDIR": str(work_dir)},
+        )
+        size_mb = rootfs.stat().st_size / 1e6
+        log(f"root filesystem ready ({size_mb:.0f} MB tar) after {time.monotonic() - started:.0f}s")
+        image_id = _import(rootfs, tag, recipe, log)
+    finally:
+        rootfs.unlink(missing_ok=True)
+    log(f"built {tag} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
+
+
+def _mmdebstrap_argv(
+    mmdebstrap: str, recipe: EngineRecipe, entrypoint: Path, rootfs: Path
+) -> list[str]:
+    """The mmdebstrap command line. Hooks are ``sh -c`` strings; ``$1`` is
+    the root directory being built (mmdebstrap's hook convention)."""
+    q = shlex.quote
+    argv = [
+        mmdebstrap,
+        "--variant=apt",
+        "--include=" + ",".join(recipe.packages),
+    ]
+    for pattern in (*COMMON_PATH_EXCLUDES, *recipe.path_excludes):
+        argv.append(f"--dpkgopt=path-exclude={pattern}")
+    # Keep license texts: they are tiny and redistribution wants them.
+    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+
+    # Essential hooks run after the Essential:yes packages (passwd among
+    # them), before anything else installs. Creating the account now means
+    # the package's postinst (`adduser --system`) finds and reuses it, so it
+    # gets the official image's uid/gid instead of the next free one.
+    argv.append(
+        "--essential-hook="
+        f'chroot "$1" groupadd --system --gid {recipe.gid} {q(recipe.user)} && '
+        f'chroot "$1" useradd --system --uid {recipe.uid} --gid {recipe.gid} '
+        f"--home-dir {q(recipe.home)} --no-create-home --shell /bin/bash {q(recipe.user)}"
+    )
+    for path, content in recipe.preseed_files:
+        parent = str(PurePosixPath(path).parent)
+        argv.append(
+            f'--essential-hook=mkdir -p "$1"{q(parent)} && printf %s {q(content)} > "$1"{q(path)}'
+        )
+
+    # Customize hooks run once everything is installed.
+    argv.append(f'--customize-hook=install -m 0755 {q(str(entrypoint))} "$1"{q(ENTRYPOINT_PATH)}')
+    for d in recipe.dirs:
+        target = '"$1"' + q(d.path)
+        argv.append(
+            "--customize-hook="
+            f"mkdir -p {target} && chown {d.uid}:{d.gid} {target} && chmod {d.mode:o} {target}"
+        )
+    # Fail the build, not the first tenant, if the account got another id
+    # (e.g. the package started creating its user before our hook ran).
+    argv.append(
+        "--customize-hook="
+        f'test "$(chroot "$1" id -u {q(recipe.user)}):$(chroot "$1" id -g {q(recipe.user)})" '
+        f"= {recipe.uid}:{recipe.gid}"
+    )
+    argv.append('--customize-hook=chroot "$1" ' + shlex.join(recipe.smoke_test))
+    # mmdebstrap's own cleanup also drops the apt lists; saying it here keeps
+    # the image small even if that default changes. Logs and caches are
+    # build-time noise.
+    argv.append(
+        "--customize-hook="
+        'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin '
+        '"$1"/var/cache/debconf/*-old "$1"/var/log/apt "$1"/var/log/dpkg.log '
+        '"$1"/var/log/alternatives.log "$1"/var/cache/ldconfig/aux-cache'
+    )
+    # mmdebstrap empties /run at the end, which would take our directories
+    # below /var/run (a symlink to /run) with it. Do that cleanup here
+    # instead, sparing them and /run/lock (which /var/lock points to).
+    kept_in_run = sorted({"lock", *_names_in_run(recipe.dirs)})
+    spare = " ".join(f"! -name {q(name)}" for name in kept_in_run)
+    argv.append("--skip=cleanup/run")
+    argv.append(
+        f'--customize-hook=find "$1"/run -mindepth 1 -maxdepth 1 {spare} -exec rm -rf {{}} +'
+    )
+    argv += [DEBIAN_SUITE, str(rootfs), f"deb {DEBIAN_MIRROR} {DEBIAN_SUITE} main"]
+    return argv
+
+
+def _names_in_run(dirs: Sequence[OwnedDir]) -> set[str]:
+    """Top-level names under /run of the recipe's directories."""
+    names: set[str] = set()
+    for d in dirs:
+        parts = PurePosixPath(d.path).parts
+        if parts[1:2] == ("var",) and parts[2:3] == ("run",):
+            parts = ("/", "run", *parts[3:])
+        if parts[1:2] == ("run",) and len(parts) > 2:
+            names.add(parts[2])
+    return names
+
+
+def _run(argv: Sequence[str], *, log: Callable[[str], None], env: Mapping[str, str]) -> None:
+    """Run ``argv``, relay its output to ``log`` line by line, and raise
+    :class:`ImageBuildError` with the output's tail if it fails."""
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            text=True,
+            errors="replace",
+        )
+    except OSError as exc:
+        raise ImageBuildError(f"cannot run {_render(argv)}: {exc}") from exc
+
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        # SIGTERM, not SIGKILL: mmdebstrap then unmounts /proc etc. itself.
+        timed_out.set()
+        proc.terminate()
+
+    timer = threading.Timer(BUILD_TIMEOUT_S, stop)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if line:
+                tail.append(line)
+                log(line)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if rc != 0:
+        reason = f"timed out after {BUILD_TIMEOUT_S}s" if timed_out.is_set() else f"exited {rc}"
+        raise ImageBuildError(f"{_render(argv)} {reason}: {_oneline(tail)}")
+
+
+#: Instructions ``docker import --change`` accepts (the engine's list of
+#: commit commands). Anything else in a recipe, e.g. STOPSIGNAL on engine
+#: 20.10, is applied by a one-instruction-per-line build on top.
+_IMPORT_COMMANDS = frozenset(
+    {
+        "CMD",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "HEALTHCHECK",
+        "LABEL",
+        "ONBUILD",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    }
+)
+
+
+def _import(rootfs: Path, tag: str, recipe: EngineRecipe, log: Callable[[str], None]) -> str:
+    """``docker import`` the tarball and tag the result ``tag``; return its id."""
+    repository, version = parse_repository_tag(tag)
+    changes = [
+        f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]',
+        *recipe.changes,
+        "LABEL cloner.image.source=offline-build",
+        f"LABEL cloner.image.engine={recipe.engine}",
+    ]
+    importable = [c for c in changes if c.split(None, 1)[0].upper() in _IMPORT_COMMANDS]
+    finishing = [c for c in changes if c not in importable]
+    what = f"docker import {rootfs} --change x{len(importable)}"
+    log(f"importing into docker as {tag}")
+    try:
+        client = docker.from_env(timeout=DOCKER_TIMEOUT_S)
+        try:
+            previous = _image_id(client, tag)
+            # Untagged first: `tag` only ever names a finished image. src as
+            # a path makes the SDK stream the file instead of reading it in.
+            output: Any = client.api.import_image(src=str(rootfs), changes=importable)
+            base_id = _imported_id(output, what)
+            if finishing:
+                what = f"docker build FROM {base_id[:19]} ({'; '.join(finishing)})"
+                # The classic builder resolves FROM <id> locally: no registry.
+                dockerfile = "\n".join([f"FROM {base_id}", *finishing, ""])
+                client.images.build(
+                    fileobj=io.BytesIO(dockerfile.encode()),
+                    tag=tag,
+                    pull=False,
+                    rm=True,
+                    forcerm=True,
+                )
+            else:
+                what = f"docker tag {base_id[:19]} {tag}"
+                client.api.tag(base_id, repository, version or "latest")
+            image = client.images.get(tag)
+            labels = image.labels or {}
+            if labels.get("cloner.image.engine") != recipe.engine:
+                raise ImageBuildError(f"{what}: the image lacks its labels ({labels})")
+            image_id: str = image.id
+            log(f"tagged {tag}: {image.attrs.get('Size', 0) / 1e6:.0f} MB")
+            if previous and previous != image_id:
+                _remove_untagged(client, previous, log)
+        finally:
+            client.close()
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(f"{what} failed: {_squash(str(exc.explanation or exc))}") from exc
+    except docker.errors.DockerException as exc:
+        raise ImageBuildError(f"{what} failed: {_squash(str(exc))}") from exc
+    return image_id
+
+
+def _image_id(client: Any, ref: str) -> str | None:
+    try:
+        image_id: str = client.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        return None
+    return image_id
+
+
+def _remove_untagged(client: Any, image_id: str, log: Callable[[str], None]) -> None:
+    """Drop the image ``tag`` pointed at before, so rebuilds do not pile up
+    dangling images; keep it if it is still tagged or used by a container."""
+    try:
+        client.images.remove(image_id, noprune=False)
+    except docker.errors.APIError as exc:
+        log(f"kept previous image {image_id[:19]}: {_squash(str(exc))}")
+    else:
+        log(f"removed previous image {image_id[:19]}")
+
+
+def _imported_id(output: Any, what: str) -> str:
+    """The image id from the import's JSON progress stream. The engine also
+    reports some failures there, inside a 200 response, as ``error``."""
+    text = output if isinstance(output, str) else json.dumps(output)
+    image_id = ""
+    for line in text.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(message, dict):
+            continue
+        if message.get("error"):
+            raise ImageBuildError(f"{what} failed: {_squash(str(message['error']))}")
+        status = str(message.get("status", ""))
+        if status.startswith("sha256:"):
+            image_id = status
+    if not image_id:
+        raise ImageBuildError(f"{what}: no image id in the engine's answer: {_squash(text)}")
+    return image_id
+
+
+def _render(argv: Sequence[str]) -> str:
+    """The command for an error message: shell-quoted, with long hook
+    scripts shortened so the message stays readable."""
+    shown = [a if len(a) <= 120 else a[:100] + "..." for a in argv]
+    return shlex.join(shown)
+
+
+def _oneline(lines: Sequence[str] | collections.deque[str]) -> str:
+    return _squash(" | ".join(lines)) or "(no output)"
+
+
+def _squash(text: str) -> str:
+    """One line, bounded: error messages end up in logs and API responses."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _TAIL_CHARS else "..." + flat[-_TAIL_CHARS:]

@@ -1,0 +1,101 @@
+"""All configuration, read once from ``CLONER_*`` environment variables (or a ``.env`` file).
+
+One ``Settings`` object is built at the edge (CLI, daemon, tests) and passed
+down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloner import constants
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "cloner"
+
+
+class Settings(BaseSettings):
+    """cloner's settings; every field maps to ``CLONER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLONER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    control_plane_url: str | None = None
+    bind_host: str = "127.0.0.1"
+    http_listen: str = "127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    templates_dir: Path = _REPO_ROOT / "templates"
+    industry_templates_dir: Path = _REPO_ROOT / "industry_templates"
+
+    postgres_image: str = "postgres:15"
+    mysql_image: str = "mariadb:10.11"
+    mongo_image: str = "mongo:7"
+    image_pull_timeout_s: float = 60.0
+
+    docker_url: str | None = None
+    tenant_network: str = "cloner-tenants"
+    tenant_memory_limit_bytes: int = Field(default=256 * 1024 * 1024, ge=32 * 1024 * 1024)
+    tenant_nano_cpus: int = Field(default=1_000_000_000, ge=10_000_000)
+    tenant_pids_limit: int = Field(default=256, ge=32)
+    tenant_shm_size_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    tenant_connection_limit: int = Field(default=40, ge=1)
+
+    workers: int = Field(default=4, ge=1, le=64)
+    lease_ttl_s: float = Field(default=constants.LEASE_TTL_S, gt=0)
+    heartbeat_interval_s: float = Field(default=constants.HEARTBEAT_INTERVAL_S, gt=0)
+    poll_interval_s: float = Field(default=constants.POLL_INTERVAL_S, gt=0)
+    shutdown_grace_s: float = Field(default=constants.SHUTDOWN_GRACE_S, ge=0)
+    max_attempts: int = Field(default=constants.MAX_ATTEMPTS, ge=1)
+    backoff_base_s: float = Field(default=constants.BACKOFF_BASE_S, gt=0)
+    backoff_cap_s: float = Field(default=constants.BACKOFF_CAP_S, gt=0)
+    ready_timeout_s: float = Field(default=constants.READY_TIMEOUT_S, gt=0)
+    step_timeout_s: float = Field(default=120.0, gt=0)
+    keep_failed: bool = False
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def control_plane_path(self) -> Path:
+        """The SQLite control-plane file (the embedded default)."""
+        url = self.control_plane_url
+        if url is None:
+            return self.data_dir / constants.CONTROL_PLANE_FILE
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        raise ValueError(f"unsupported control plane URL scheme: {url.split(':', 1)[0]}")
+
+    @property
+    def backups_dir(self) -> Path:
+        """Where logical backups are written."""
+        return self.data_dir / "backups"
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        """``CLONER_HTTP_LISTEN`` split into host and port."""
+        host, _, port = self.http_listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    def image_for(self, engine: str) -> str:
+        """The image configured for an engine."""
+        return {
+            "postgres": self.postgres_image,
+            "mysql": self.mysql_image,
+            "mongodb": self.mongo_image,
+        }[engine]

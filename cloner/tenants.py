@@ -1,0 +1,155 @@
+"""Tenant operations shared by the CLI, the HTTP API and the Python client.
+
+Input is validated here, before anything is enqueued: a bad id, engine,
+industry or version never reaches the queue, Docker or SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cloner.app import App
+from cloner.domain import (
+    Engine,
+    Industry,
+    Request,
+    RequestKind,
+    RequestStatus,
+    Status,
+    Tenant,
+    TenantSpec,
+    parse_engine,
+    parse_industry,
+    validate_tenant_id,
+    validate_version,
+)
+from cloner.engines import get_engine
+from cloner.errors import InvalidTransition, TenantNotFound, TimeoutExceeded
+
+
+class TenantService:
+    """Create, inspect and delete tenants through the queue and the registry."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def validate_spec(
+        self, tenant_id: str, engine: str, industry: str, template_version: str | None
+    ) -> TenantSpec:
+        """Check every field of a create request; raise ``InvalidInput`` on the first bad one."""
+        validate_tenant_id(tenant_id)
+        eng = parse_engine(engine)
+        get_engine(eng)
+        ind = parse_industry(industry)
+        catalog = self.app.catalog
+        version = (
+            validate_version(template_version) if template_version
+            else catalog.latest_version(eng.value)
+        )
+        catalog.resolve(eng.value, version, ind)
+        return TenantSpec(tenant_id, eng, ind, version)
+
+    async def create(
+        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None
+    ) -> Request:
+        """Validate and enqueue a provisioning request."""
+        spec = self.validate_spec(tenant_id, engine, industry, template_version)
+        payload = {
+            "engine": spec.engine.value, "industry": spec.industry.value,
+            "template_version": spec.template_version,
+        }
+        return await self.app.control_plane.enqueue(
+            spec, RequestKind.PROVISION, spec.tenant_id, payload
+        )
+
+    async def delete(self, tenant_id: str, *, purge: bool) -> Request:
+        """Enqueue a deprovisioning request (backup first, volume kept unless purge)."""
+        tenant = await self.get(tenant_id)
+        allowed = {Status.READY, Status.DEGRADED, Status.FAILED, Status.DEPROVISIONING}
+        if purge:
+            allowed.add(Status.DEPROVISIONED)
+        if tenant.status not in allowed:
+            raise InvalidTransition(
+                f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
+            )
+        return await self.app.control_plane.enqueue(
+            None, RequestKind.DEPROVISION, tenant_id, {"purge": purge}
+        )
+
+    async def get(self, tenant_id: str) -> Tenant:
+        """A tenant or ``TenantNotFound``."""
+        validate_tenant_id(tenant_id)
+        tenant = await self.app.control_plane.get_tenant(tenant_id)
+        if tenant is None:
+            raise TenantNotFound(f"no tenant {tenant_id!r}")
+        return tenant
+
+    async def list(self, status: str | None = None) -> list[Tenant]:
+        """Tenants, optionally filtered by state."""
+        return await self.app.control_plane.list_tenants(Status(status) if status else None)
+
+    async def wait(self, request_id: str, timeout_s: float) -> Request:
+        """Poll until the request is done or failed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            request = await self.app.control_plane.get_request(request_id)
+            assert request is not None
+            if request.status in (RequestStatus.DONE, RequestStatus.FAILED):
+                return request
+            if time.monotonic() >= deadline:
+                raise TimeoutExceeded(
+                    f"request {request_id} still {request.status.value} after {timeout_s:.0f}s; "
+                    "it keeps running in the daemon"
+                )
+            await asyncio.sleep(0.1)
+
+    async def to_json(self, tenant: Tenant, *, reveal: bool) -> dict[str, Any]:
+        """The ``tenant show --json`` document of DESIGN.md."""
+        roles: dict[str, Any] = {}
+        dsn: dict[str, Any] = {}
+        engine = get_engine(tenant.engine) if tenant.engine is not Engine.SQLITE else None
+        creds = await self.app.services.credentials(tenant.tenant_id) if reveal else None
+        if tenant.has_credentials and engine is not None and tenant.engine is not Engine.SQLITE:
+            names = _role_names(tenant.tenant_id)
+            for role in ("owner", "app", "readonly"):
+                cred = creds.roles[role] if creds else None
+                roles[role] = {
+                    "username": cred.username if cred else names[role],
+                    "password": cred.password if cred else None,
+                }
+                if cred and tenant.endpoint is not None and tenant.endpoint.port is not None:
+                    dsn[role] = engine.dsn(tenant.endpoint, cred.username, cred.password)
+                else:
+                    dsn[role] = None
+        container = (
+            {"id": tenant.container_id, "name": tenant.container_name}
+            if tenant.container_name else None
+        )
+        return {
+            "tenant_id": tenant.tenant_id,
+            "status": tenant.status.value,
+            "engine": tenant.engine.value,
+            "industry": tenant.industry.value,
+            "template_version": tenant.template_version,
+            "endpoint": tenant.endpoint.as_dict() if tenant.endpoint else None,
+            "container": container,
+            "roles": roles,
+            "dsn": dsn,
+            "isolation": tenant.isolation.as_dict() if tenant.isolation else None,
+            "timings": tenant.timings or None,
+            "error": tenant.error,
+            "attempts": tenant.attempts,
+            "backup": tenant.backup,
+            "created_at": tenant.created_at.isoformat(),
+            "updated_at": tenant.updated_at.isoformat(),
+        }
+
+
+def _role_names(tenant_id: str) -> dict[str, str]:
+    base = tenant_id.replace("-", "_")
+    return {role: f"{base}_{role}" for role in ("owner", "app", "readonly")}
+
+
+__all__ = ["Industry", "TenantService"]
