@@ -62,6 +62,7 @@ class App:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data_dir.chmod(0o700)
+        settings.backups_dir.mkdir(exist_ok=True, mode=0o700)
         secret_key = (
             settings.secret_key.get_secret_value() if settings.secret_key
             else read_or_create(data_dir / constants.SECRET_KEY_FILE, Vault.new_key())

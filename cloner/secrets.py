@@ -122,7 +122,10 @@ class Vault:
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token under the primary key."""
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise SecretsError() from exc
 
     def seal_credentials(self, creds: Credentials) -> str:
         """Credentials → one Fernet token."""

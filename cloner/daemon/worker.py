@@ -26,7 +26,8 @@ log = get_logger(__name__)
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, jitter: float = 0.2) -> float:
     """Exponential backoff with ±jitter: base·2^(attempt-1), capped."""
-    delay = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
+    # Clamp the exponent: past ~60 doublings any cap is reached, and 2**1100 overflows a float.
+    delay = min(cap_s, base_s * 2.0 ** min(max(attempt - 1, 0), 60))
     jittered: float = delay * (1 + random.uniform(-jitter, jitter))  # noqa: S311 - not crypto
     return max(0.0, jittered)
 

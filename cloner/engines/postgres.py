@@ -36,7 +36,8 @@ from cloner.secrets import scram_sha256_verifier
 log = get_logger(__name__)
 
 PGDATA = "/var/lib/postgresql/data"
-POSTGRES_UID = "999:999"
+POSTGRES_UID_NUM = 999
+POSTGRES_UID = f"{POSTGRES_UID_NUM}:{POSTGRES_UID_NUM}"
 CONNECT_TIMEOUT_S = 5.0
 PROBE_TABLE = "system_settings"  # every root template version ships it (catalog contract)
 _AUTH_ERRORS = (
@@ -92,8 +93,11 @@ class PostgresEngine:
                 "-c", "password_encryption=scram-sha-256",
                 "-c", "log_min_error_statement=panic",
             ),
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m",  # noqa: S108 - inside the container
-                   "/var/run/postgresql": "rw,nosuid,nodev,size=1m"},
+            # Owned by the engine uid explicitly: without uid/gid Docker mounts the
+            # tmpfs root-owned and postgres cannot create its socket lock file.
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 - in the container
+                   "/var/run/postgresql": f"rw,nosuid,nodev,size=1m,uid={POSTGRES_UID_NUM},"
+                                          f"gid={POSTGRES_UID_NUM},mode=0700"},
             read_only=True,
             memory_limit_bytes=defaults.memory_limit_bytes,
             nano_cpus=defaults.nano_cpus,

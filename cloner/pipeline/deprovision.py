@@ -48,9 +48,12 @@ class Deprovisioner:
             step = "backup"
             backup = tenant.backup
             has_data = await self.s.runtime.volume_exists(volume_name(tenant_id))
-            if has_data and tenant.endpoint is not None and tenant.has_credentials and not (
-                backup and backup.get("request") == request.id
-            ):
+            container = await self.s.runtime.inspect(container_name(tenant_id))
+            taken_now = bool(backup and backup.get("request") == request.id)
+            # Once the container is gone the data cannot change: the backup taken when it
+            # was removed stays the final one (purging a deprovisioned tenant needs no new one).
+            if (has_data and container is not None and tenant.endpoint is not None
+                    and tenant.has_credentials and not taken_now):
                 backup = await self.backup(tenant, reason="deprovision", request_id=request.id)
             step = "remove"
             await self.s.runtime.remove_container(container_name(tenant_id))

@@ -217,12 +217,33 @@ class Provisioner:
 
     async def _ready(self, run: ProvisionRun) -> None:
         assert run.engine is not None
+        name = container_name(run.tenant_id)
+        probe = asyncio.create_task(
+            run.engine.wait_ready(run.target(), self.s.settings.ready_timeout_s)
+        )
+        watchdog = asyncio.create_task(self._watch_container(name))
         try:
-            await run.engine.wait_ready(run.target(), self.s.settings.ready_timeout_s)
+            done, _ = await asyncio.wait({probe, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if probe not in done:
+                probe.cancel()
+            (await next(iter(done)))  # re-raises the probe's or the watchdog's error
         except NotReady as exc:
-            logs = await self.s.runtime.logs_tail(container_name(run.tenant_id), 5)
+            logs = await self.s.runtime.logs_tail(name, 5)
             tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
             raise NotReady(f"{exc.message}; container log: {tail or '(empty)'}") from exc
+        finally:
+            for task in (probe, watchdog):
+                task.cancel()
+            await asyncio.gather(probe, watchdog, return_exceptions=True)
+
+    async def _watch_container(self, name: str) -> None:
+        """Fail fast when the container dies instead of waiting out the probe timeout."""
+        while True:
+            await asyncio.sleep(1.0)
+            info = await self.s.runtime.inspect(name)
+            if info is None or info.status in ("exited", "dead", "restarting"):
+                state = "gone" if info is None else info.status
+                raise NotReady(f"container {name} is {state} while starting")
 
     async def _template(self, run: ProvisionRun) -> None:
         assert run.engine and run.templates

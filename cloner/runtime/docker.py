@@ -320,14 +320,23 @@ class DockerRuntime:
             exec_id = api.exec_create(name, cmd, user=user, stdout=True, stderr=True)["Id"]
             written = 0
             errors: list[bytes] = []
-            with dest.open("wb") as handle:
-                for out, err in api.exec_start(exec_id, stream=True, demux=True):
-                    if out:
-                        handle.write(out)
-                        written += len(out)
-                    if err:
-                        errors.append(err)
-                handle.flush()
+            stream = api.exec_start(exec_id, stream=True, demux=True)
+            try:
+                with dest.open("wb") as handle:
+                    for out, err in stream:
+                        if out:
+                            handle.write(out)
+                            written += len(out)
+                        if err:
+                            errors.append(err)
+                    handle.flush()
+            finally:
+                stream.close()
+                # CancellableStream.close() shuts the socket but leaves the HTTP response
+                # (and its file object holding the fd) open: close that too.
+                response = getattr(stream, "_response", None)
+                if response is not None:
+                    response.close()
             code = api.exec_inspect(exec_id).get("ExitCode")
             if code != 0:
                 tail = b"".join(errors).decode(errors="replace").strip()[-500:]
@@ -357,6 +366,7 @@ class DockerRuntime:
                     output.extend(chunk)
             finally:
                 sock.close()
+                raw.close()  # closing the SocketIO wrapper alone leaves the socket open
             code = api.exec_inspect(exec_id).get("ExitCode")
             return int(code if code is not None else -1), _strip_stream_headers(bytes(output))
 

@@ -53,6 +53,8 @@ DOCKER_TIMEOUT_S = 15 * 60
 #: Lines of subprocess output kept for the error message.
 _TAIL_LINES = 6
 _TAIL_CHARS = 600
+#: How long a timed-out build may take to clean up after SIGTERM.
+_TERM_GRACE_S = 60
 
 #: Left out of every image. They are never read by a database server, and
 #: dpkg's path filters keep them off disk instead of deleting them later.
@@ -131,8 +133,9 @@ class EngineRecipe:
 POSTGRES_RECIPE = EngineRecipe(
     engine="postgres",
     # libnss-wrapper lets the entrypoint run initdb under a uid that has no
-    # passwd entry (e.g. `--user 1234`), with /etc read-only.
-    packages=("postgresql-15", "libnss-wrapper"),
+    # passwd entry (e.g. `--user 1234`), with /etc read-only. xz-utils and
+    # zstd: the official contract runs *.sql.xz and *.sql.zst init scripts.
+    packages=("postgresql-15", "libnss-wrapper", "xz-utils", "zstd"),
     user="postgres",
     uid=999,
     gid=999,
@@ -141,8 +144,10 @@ POSTGRES_RECIPE = EngineRecipe(
     dirs=(
         OwnedDir("/var/lib/postgresql", 999, 999, 0o755),
         OwnedDir("/var/lib/postgresql/data", 999, 999, 0o700),
-        # A tmpfs at run time; this copy matters when there is none.
-        OwnedDir("/var/run/postgresql", 999, 999, 0o2775),
+        # Usually a tmpfs at run time, and Docker gives a tmpfs the mode of
+        # the directory it covers but root ownership: only a world-writable
+        # (sticky, setgid) mode lets uid 999 create its socket there.
+        OwnedDir("/var/run/postgresql", 999, 999, 0o3777),
     ),
     preseed_files=(
         # Without this the package's postinst runs initdb for a "15/main"
@@ -201,7 +206,7 @@ def build_offline_image(
     Blocking; call it through ``asyncio.to_thread``. Needs ``mmdebstrap``,
     root (or unprivileged user namespaces), the Debian mirror and a Docker
     engine (``DOCKER_HOST`` and friends are honoured). ``work_dir`` holds the
-    root filesystem while it is built (about 1 GB at peak); it must not be
+    root filesystem while it is built (some 600 MB at peak); it must not be
     shared with a concurrent build. The tarball is removed in all cases.
     An image previously tagged ``tag`` is removed once it is no longer
     tagged and no container uses it.
@@ -221,6 +226,10 @@ def build_offline_image(
     if mmdebstrap is None:
         raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
 
+    # Before spending a minute on the root filesystem: is the engine there,
+    # and does it accept the tag?
+    previous = _preflight(tag)
+
     work_dir.mkdir(parents=True, exist_ok=True)
     rootfs = work_dir / "rootfs.tar"
     started = time.monotonic()
@@ -235,7 +244,7 @@ def build_offline_image(
         )
         size_mb = rootfs.stat().st_size / 1e6
         log(f"root filesystem ready ({size_mb:.0f} MB tar) after {time.monotonic() - started:.0f}s")
-        image_id = _import(rootfs, tag, recipe, log)
+        image_id = _import(rootfs, tag, recipe, previous, log)
     finally:
         rootfs.unlink(missing_ok=True)
     log(f"built {tag} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
@@ -267,20 +276,21 @@ def _mmdebstrap_argv(
         f'chroot "$1" useradd --system --uid {recipe.uid} --gid {recipe.gid} '
         f"--home-dir {q(recipe.home)} --no-create-home --shell /bin/bash {q(recipe.user)}"
     )
+    # Paths inside the image are handled by commands run *in* the chroot: an
+    # absolute symlink such as /var/run -> /run must resolve inside the
+    # image, never on the build host.
     for path, content in recipe.preseed_files:
         parent = str(PurePosixPath(path).parent)
-        argv.append(
-            f'--essential-hook=mkdir -p "$1"{q(parent)} && printf %s {q(content)} > "$1"{q(path)}'
-        )
+        script = f"mkdir -p {q(parent)} && printf %s {q(content)} > {q(path)}"
+        argv.append(f'--essential-hook=chroot "$1" sh -c {q(script)}')
 
-    # Customize hooks run once everything is installed.
+    # Customize hooks run once everything is installed. The entrypoint's
+    # destination, /usr/local/bin, is a plain directory in a Debian tree.
     argv.append(f'--customize-hook=install -m 0755 {q(str(entrypoint))} "$1"{q(ENTRYPOINT_PATH)}')
     for d in recipe.dirs:
-        target = '"$1"' + q(d.path)
-        argv.append(
-            "--customize-hook="
-            f"mkdir -p {target} && chown {d.uid}:{d.gid} {target} && chmod {d.mode:o} {target}"
-        )
+        target = q(d.path)
+        script = f"mkdir -p {target} && chown {d.uid}:{d.gid} {target} && chmod {d.mode:o} {target}"
+        argv.append(f'--customize-hook=chroot "$1" sh -c {q(script)}')
     # Fail the build, not the first tenant, if the account got another id
     # (e.g. the package started creating its user before our hook ran).
     argv.append(
@@ -343,14 +353,20 @@ def _run(argv: Sequence[str], *, log: Callable[[str], None], env: Mapping[str, s
     timed_out = threading.Event()
 
     def stop() -> None:
-        # SIGTERM, not SIGKILL: mmdebstrap then unmounts /proc etc. itself.
+        # SIGTERM first: mmdebstrap then unmounts /proc etc. in the chroot
+        # itself. SIGKILL only if it does not go.
         timed_out.set()
         proc.terminate()
+        try:
+            proc.wait(_TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
     timer = threading.Timer(BUILD_TIMEOUT_S, stop)
     timer.start()
     try:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # pragma: no cover - stdout=PIPE guarantees it
+            raise ImageBuildError(f"{_render(argv)}: no output pipe")
         for raw in proc.stdout:
             line = raw.rstrip()
             if line:
@@ -369,7 +385,8 @@ def _run(argv: Sequence[str], *, log: Callable[[str], None], env: Mapping[str, s
 
 #: Instructions ``docker import --change`` accepts (the engine's list of
 #: commit commands). Anything else in a recipe, e.g. STOPSIGNAL on engine
-#: 20.10, is applied by a one-instruction-per-line build on top.
+#: 20.10, goes into a Dockerfile ``FROM <imported id>`` built on top: only
+#: a config change, no new layer.
 _IMPORT_COMMANDS = frozenset(
     {
         "CMD",
@@ -386,8 +403,35 @@ _IMPORT_COMMANDS = frozenset(
 )
 
 
-def _import(rootfs: Path, tag: str, recipe: EngineRecipe, log: Callable[[str], None]) -> str:
-    """``docker import`` the tarball and tag the result ``tag``; return its id."""
+def _preflight(tag: str) -> str | None:
+    """Check that the Docker engine answers and takes ``tag`` as a reference;
+    return the id of the image ``tag`` names now, if any."""
+    try:
+        client = docker.from_env(timeout=60)
+        try:
+            image_id: str = client.images.get(tag).id
+        finally:
+            client.close()
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        raise ImageBuildError(
+            f"docker rejects the tag {tag!r}: {_squash(str(exc.explanation or exc))}"
+        ) from exc
+    except docker.errors.DockerException as exc:
+        raise ImageBuildError(f"docker is not reachable: {_squash(str(exc))}") from exc
+    return image_id
+
+
+def _import(
+    rootfs: Path,
+    tag: str,
+    recipe: EngineRecipe,
+    previous: str | None,
+    log: Callable[[str], None],
+) -> str:
+    """``docker import`` the tarball and tag the result ``tag``; return its
+    id. ``previous`` is the image ``tag`` named before, removed if unused."""
     repository, version = parse_repository_tag(tag)
     changes = [
         f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]',
@@ -402,25 +446,29 @@ def _import(rootfs: Path, tag: str, recipe: EngineRecipe, log: Callable[[str], N
     try:
         client = docker.from_env(timeout=DOCKER_TIMEOUT_S)
         try:
-            previous = _image_id(client, tag)
             # Untagged first: `tag` only ever names a finished image. src as
             # a path makes the SDK stream the file instead of reading it in.
             output: Any = client.api.import_image(src=str(rootfs), changes=importable)
             base_id = _imported_id(output, what)
-            if finishing:
-                what = f"docker build FROM {base_id[:19]} ({'; '.join(finishing)})"
-                # The classic builder resolves FROM <id> locally: no registry.
-                dockerfile = "\n".join([f"FROM {base_id}", *finishing, ""])
-                client.images.build(
-                    fileobj=io.BytesIO(dockerfile.encode()),
-                    tag=tag,
-                    pull=False,
-                    rm=True,
-                    forcerm=True,
-                )
-            else:
-                what = f"docker tag {base_id[:19]} {tag}"
-                client.api.tag(base_id, repository, version or "latest")
+            try:
+                if finishing:
+                    what = f"docker build FROM {base_id[:19]} ({'; '.join(finishing)})"
+                    # The classic builder resolves FROM <id> locally: no registry.
+                    dockerfile = "\n".join([f"FROM {base_id}", *finishing, ""])
+                    client.images.build(
+                        fileobj=io.BytesIO(dockerfile.encode()),
+                        tag=tag,
+                        pull=False,
+                        rm=True,
+                        forcerm=True,
+                    )
+                else:
+                    what = f"docker tag {base_id[:19]} {tag}"
+                    client.api.tag(base_id, repository, version or "latest")
+            except docker.errors.DockerException:
+                # Do not leave a nameless 200 MB image behind.
+                _remove_untagged(client, base_id, log)
+                raise
             image = client.images.get(tag)
             labels = image.labels or {}
             if labels.get("cloner.image.engine") != recipe.engine:
@@ -438,23 +486,16 @@ def _import(rootfs: Path, tag: str, recipe: EngineRecipe, log: Callable[[str], N
     return image_id
 
 
-def _image_id(client: Any, ref: str) -> str | None:
-    try:
-        image_id: str = client.images.get(ref).id
-    except docker.errors.ImageNotFound:
-        return None
-    return image_id
-
-
 def _remove_untagged(client: Any, image_id: str, log: Callable[[str], None]) -> None:
-    """Drop the image ``tag`` pointed at before, so rebuilds do not pile up
-    dangling images; keep it if it is still tagged or used by a container."""
+    """Drop an image that lost its tag (or never got one), so rebuilds do not
+    pile up dangling images; the engine keeps it if it is still tagged or
+    used by a container, which is fine."""
     try:
         client.images.remove(image_id, noprune=False)
     except docker.errors.APIError as exc:
-        log(f"kept previous image {image_id[:19]}: {_squash(str(exc))}")
+        log(f"kept image {image_id[:19]}: {_squash(str(exc.explanation or exc))}")
     else:
-        log(f"removed previous image {image_id[:19]}")
+        log(f"removed image {image_id[:19]}")
 
 
 def _imported_id(output: Any, what: str) -> str:
@@ -480,10 +521,13 @@ def _imported_id(output: Any, what: str) -> str:
 
 
 def _render(argv: Sequence[str]) -> str:
-    """The command for an error message: shell-quoted, with long hook
-    scripts shortened so the message stays readable."""
-    shown = [a if len(a) <= 120 else a[:100] + "..." for a in argv]
-    return shlex.join(shown)
+    """The command for an error message: shell-quoted, with the hook and
+    dpkg options (dozens of long ones) counted rather than listed."""
+    noisy = ("--essential-hook=", "--customize-hook=", "--dpkgopt=", "--skip=")
+    shown = [a for a in argv if not a.startswith(noisy)]
+    hidden = len(argv) - len(shown)
+    text = shlex.join(shown)
+    return f"{text} (+{hidden} hook/dpkg options)" if hidden else text
 
 
 def _oneline(lines: Sequence[str] | collections.deque[str]) -> str:

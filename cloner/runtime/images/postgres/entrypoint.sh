@@ -8,7 +8,8 @@
 #   PGDATA, POSTGRES_INITDB_ARGS, POSTGRES_INITDB_WALDIR,
 #   POSTGRES_HOST_AUTH_METHOD (default scram-sha-256),
 #   /docker-entrypoint-initdb.d/*.sh|*.sql|*.sql.gz|*.sql.xz|*.sql.zst
-# Every *_FILE variant of the POSTGRES_* variables above is accepted too.
+# POSTGRES_PASSWORD, _USER, _DB and _INITDB_ARGS may also come from a file
+# named by the same variable with a _FILE suffix (Docker secrets).
 #
 # Tenant containers run with a read-only root filesystem, as uid 999, with
 # no capabilities and no-new-privileges, and with tmpfs on /tmp and
@@ -88,14 +89,15 @@ become_postgres() {
 	if [[ $(stat -c %u:%g "$PGDATA") != "$PG_UID:$PG_GID" ]]; then
 		chown -R "$PG_UID:$PG_GID" "$PGDATA" || die "cannot chown $PGDATA to $PG_UID:$PG_GID"
 	fi
-	chmod 0700 "$PGDATA"
+	chmod 0700 "$PGDATA" || die "cannot chmod $PGDATA"
 	chown "$PG_UID:$PG_GID" /var/run/postgresql || die "cannot chown /var/run/postgresql"
-	chmod 2775 /var/run/postgresql
+	chmod 3777 /var/run/postgresql || die "cannot chmod /var/run/postgresql"
 	exec setpriv --reuid="$PG_UID" --regid="$PG_GID" --init-groups -- "${BASH_SOURCE[0]}" "$@"
 }
 
 # initdb refuses to run when the uid has no passwd entry (e.g. `--user 1234`).
-# /etc is read-only, so borrow nss_wrapper with files in /tmp, for initdb only.
+# /etc is read-only, so borrow nss_wrapper with files in /tmp, for the
+# duration of the initialisation only.
 fake_passwd_if_needed() {
 	if getent passwd "$(id -u)" >/dev/null; then
 		return 0
@@ -155,8 +157,8 @@ init_cluster() {
 
 	log "initialising a new cluster in $PGDATA"
 	# initdb's progress chatter is noise in every tenant's log; errors still
-	# reach stderr. Always UTC unless TZ says otherwise: reproducible and
-	# saves initdb probing the system time zone.
+	# reach stderr. UTC unless TZ says otherwise: the same on every host,
+	# and initdb takes it as given instead of working out the system zone.
 	if [[ -n $POSTGRES_PASSWORD ]]; then
 		# A pipe, not a file: the password never touches a disk or argv. The
 		# substitution sits on initdb's own command line so its fd is open
@@ -206,7 +208,8 @@ create_database() {
 	# exit_on_error: single-user mode otherwise reports an ERROR and still
 	# exits 0. fsync=off: init_cluster syncs everything once at the end.
 	printf 'CREATE DATABASE %s;\n' "$ident" |
-		postgres --single -D "$PGDATA" -c exit_on_error=on -c fsync=off postgres >/dev/null ||
+		postgres --single -D "$PGDATA" -c exit_on_error=on -c fsync=off -c log_checkpoints=off \
+			postgres >/dev/null ||
 		die "could not create database $ident"
 }
 
@@ -227,8 +230,8 @@ run_init_scripts() {
 	local sockdir=/var/run/postgresql/init
 	mkdir -p "$sockdir"
 	log "starting a temporary server for $INITDB_DIR"
-	# No -l: the server logs to stderr, i.e. `docker logs`, like the final one.
-	pg_ctl -D "$PGDATA" -w \
+	# Its log goes where the final server's goes: stderr, i.e. `docker logs`.
+	pg_ctl -D "$PGDATA" -w -l /dev/stderr \
 		-o "-c listen_addresses='' -c unix_socket_directories=$sockdir -c fsync=off" start >/dev/null
 
 	export PGHOST=$sockdir PGUSER=$POSTGRES_USER PGDATABASE=$POSTGRES_DB
@@ -245,10 +248,22 @@ run_init_scripts() {
 					. "$f"
 				fi
 				;;
-			*.sql) log "running $f" && "${psql[@]}" -f "$f" ;;
-			*.sql.gz) log "running $f" && gzip -dc "$f" | "${psql[@]}" ;;
-			*.sql.xz) log "running $f" && xz -dc "$f" | "${psql[@]}" ;;
-			*.sql.zst) log "running $f" && zstd -dc "$f" | "${psql[@]}" ;;
+			*.sql)
+				log "running $f"
+				"${psql[@]}" -f "$f"
+				;;
+			*.sql.gz)
+				log "running $f"
+				gzip -dc "$f" | "${psql[@]}"
+				;;
+			*.sql.xz)
+				log "running $f"
+				xz -dc "$f" | "${psql[@]}"
+				;;
+			*.sql.zst)
+				log "running $f"
+				zstd -dc "$f" | "${psql[@]}"
+				;;
 			*) log "ignoring $f" ;;
 		esac
 	done

@@ -1,0 +1,47 @@
+"""Helpers for integration tests: run workers until given requests finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from cloner.app import App
+from cloner.daemon.worker import Worker
+from cloner.domain import RequestStatus, Tenant
+from cloner.engines import TenantTarget
+
+
+async def run_workers(app: App, request_ids: list[str], workers: int = 3,
+                      timeout_s: float = 180.0) -> None:
+    """Run ``workers`` real workers until every request is done or failed."""
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            statuses = [await app.control_plane.get_request(r) for r in request_ids]
+            if all(s is not None and s.status in (RequestStatus.DONE, RequestStatus.FAILED)
+                   for s in statuses):
+                stop.set()
+                return
+            await asyncio.sleep(0.1)
+
+    pool = [Worker(app, f"test-{i}") for i in range(workers)]
+    async with asyncio.timeout(timeout_s):
+        await asyncio.gather(watch(), *(w.run(stop) for w in pool))
+
+
+async def target_of(app: App, tenant: Tenant) -> TenantTarget:
+    """The real connection target (with decrypted credentials) of a tenant."""
+    _engine, target = await app.services.target(tenant)
+    return target
+
+
+async def connect(target: TenantTarget, role: str, *, database: str | None = None,
+                  host_port: tuple[str, int] | None = None) -> asyncpg.Connection:
+    """Connect with one of the tenant's real roles."""
+    cred = target.credentials.roles[role]
+    host, port = host_port or (target.endpoint.host, target.endpoint.port)
+    return await asyncpg.connect(host=host, port=port, user=cred.username,
+                                 password=cred.password,
+                                 database=database or target.database, timeout=5, ssl=False)

@@ -1,0 +1,467 @@
+"""Unit tests of the SQLite control plane: queue leases, registry transitions, file safety."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloner.controlplane import SQLiteControlPlane, TenantUpdate
+from cloner.domain import (
+    CheckResult,
+    Endpoint,
+    Engine,
+    Industry,
+    IsolationReport,
+    Request,
+    RequestKind,
+    RequestStatus,
+    Status,
+    TenantSpec,
+)
+from cloner.errors import ControlPlaneError, InvalidTransition, TenantExists, TenantNotFound
+
+TTL_S = 30.0
+SHORT_TTL_S = 0.01
+
+
+def _spec(tenant_id: str = "acme", engine: Engine = Engine.POSTGRES) -> TenantSpec:
+    return TenantSpec(tenant_id, engine, Industry.FINANCE, "v1.1")
+
+
+async def _provision(cp: SQLiteControlPlane, tenant_id: str = "acme",
+                     engine: Engine = Engine.POSTGRES) -> Request:
+    return await cp.enqueue(
+        _spec(tenant_id, engine), RequestKind.PROVISION, tenant_id,
+        {"engine": engine.value, "industry": "finance", "template_version": "v1.1"},
+    )
+
+
+@pytest.fixture
+async def cp(tmp_path: Path) -> AsyncIterator[SQLiteControlPlane]:
+    """An open control plane on a fresh file."""
+    plane = SQLiteControlPlane(tmp_path / "cp.sqlite3")
+    await plane.open()
+    try:
+        yield plane
+    finally:
+        await plane.close()
+
+
+# ------------------------------------------------------------------ enqueue
+
+
+async def test_enqueue_provision_creates_requested_tenant_and_queued_request(
+    cp: SQLiteControlPlane,
+) -> None:
+    """Enqueueing a provision records the tenant as requested and one queued request."""
+    request = await _provision(cp)
+    assert request.status is RequestStatus.QUEUED
+    assert request.kind is RequestKind.PROVISION
+    assert request.attempts == 0
+    assert request.payload["template_version"] == "v1.1"
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.status is Status.REQUESTED
+    assert (tenant.engine, tenant.industry, tenant.template_version) == (
+        Engine.POSTGRES, Industry.FINANCE, "v1.1")
+    assert tenant.request_id == request.id
+    assert tenant.has_credentials is False
+    active = await cp.active_request("acme")
+    assert active is not None
+    assert active.id == request.id
+    assert [e["kind"] for e in await cp.events("acme")] == ["provision_requested"]
+
+
+async def test_second_enqueue_for_same_tenant_raises_tenant_exists(cp: SQLiteControlPlane) -> None:
+    """A tenant that is not failed or purged cannot be requested twice."""
+    first = await _provision(cp)
+    with pytest.raises(TenantExists, match="already exists"):
+        await _provision(cp)
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.request_id == first.id
+    assert (await cp.queue_stats()).queued == 1
+
+
+async def test_deprovision_of_unknown_tenant_raises_tenant_not_found(
+    cp: SQLiteControlPlane,
+) -> None:
+    """A deprovision request needs an existing tenant row."""
+    with pytest.raises(TenantNotFound):
+        await cp.enqueue(None, RequestKind.DEPROVISION, "ghost", {"purge": False})
+    assert (await cp.queue_stats()).queued == 0
+
+
+# ------------------------------------------------------------------- leases
+
+
+async def test_claim_leases_the_request_once(cp: SQLiteControlPlane) -> None:
+    """claim returns the request running with attempts=1; a second claim finds nothing."""
+    request = await _provision(cp)
+    claimed = await cp.claim("worker-a", TTL_S)
+    assert claimed is not None
+    assert claimed.id == request.id
+    assert claimed.status is RequestStatus.RUNNING
+    assert claimed.attempts == 1
+    assert await cp.claim("worker-b", TTL_S) is None
+    assert await cp.claim("worker-a", TTL_S) is None
+
+
+async def test_claim_on_empty_queue_returns_none(cp: SQLiteControlPlane) -> None:
+    """An empty queue yields no request."""
+    assert await cp.claim("worker-a", TTL_S) is None
+
+
+async def test_renew_only_by_the_lease_owner(cp: SQLiteControlPlane) -> None:
+    """The owner can renew its lease; another owner cannot."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    assert await cp.renew(request.id, "worker-a", TTL_S) is True
+    assert await cp.renew(request.id, "worker-b", TTL_S) is False
+
+
+async def test_expired_lease_is_retaken_without_any_daemon_row(cp: SQLiteControlPlane) -> None:
+    """After the TTL another owner claims it (attempts=2) and the old owner's lease is lost."""
+    request = await _provision(cp)
+    assert await cp.live_daemons(within_s=3600) == []
+    first = await cp.claim("worker-a", SHORT_TTL_S)
+    assert first is not None
+    await asyncio.sleep(0.05)
+    second = await cp.claim("worker-b", TTL_S)
+    assert second is not None
+    assert second.id == request.id
+    assert second.attempts == 2
+    assert second.status is RequestStatus.RUNNING
+    assert await cp.renew(request.id, "worker-a", TTL_S) is False
+    assert await cp.renew(request.id, "worker-b", TTL_S) is True
+    # the old owner can no longer finish it either
+    await cp.complete(request.id, "worker-a")
+    current = await cp.get_request(request.id)
+    assert current is not None
+    assert current.status is RequestStatus.RUNNING
+
+
+async def test_unexpired_lease_is_not_retaken(cp: SQLiteControlPlane) -> None:
+    """A renewed lease keeps the request away from other workers."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", 0.2) is not None
+    assert await cp.renew(request.id, "worker-a", TTL_S) is True
+    await asyncio.sleep(0.25)
+    assert await cp.claim("worker-b", TTL_S) is None
+
+
+async def test_retry_with_delay_is_not_claimable_until_delay_passed(
+    cp: SQLiteControlPlane,
+) -> None:
+    """retry requeues with backoff: invisible until the delay passed, then attempts=2."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.retry(request.id, "worker-a", "docker hiccup", delay_s=0.4)
+    queued = await cp.get_request(request.id)
+    assert queued is not None
+    assert queued.status is RequestStatus.QUEUED
+    assert queued.last_error == "docker hiccup"
+    assert await cp.claim("worker-b", TTL_S) is None
+    await asyncio.sleep(0.45)
+    again = await cp.claim("worker-b", TTL_S)
+    assert again is not None
+    assert again.id == request.id
+    assert again.attempts == 2
+
+
+async def test_retry_by_non_owner_is_ignored(cp: SQLiteControlPlane) -> None:
+    """A worker that lost the lease cannot requeue the request."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.retry(request.id, "worker-b", "not mine", delay_s=0)
+    current = await cp.get_request(request.id)
+    assert current is not None
+    assert current.status is RequestStatus.RUNNING
+    assert current.last_error is None
+
+
+async def test_release_returns_request_without_charging_an_attempt(
+    cp: SQLiteControlPlane,
+) -> None:
+    """A released request is queued again and the next claim is still attempt 1."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.release(request.id, "worker-a")
+    released = await cp.get_request(request.id)
+    assert released is not None
+    assert released.status is RequestStatus.QUEUED
+    assert released.attempts == 0
+    again = await cp.claim("worker-b", TTL_S)
+    assert again is not None
+    assert again.attempts == 1
+
+
+async def test_release_by_non_owner_is_ignored(cp: SQLiteControlPlane) -> None:
+    """Only the lease owner can hand a request back."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.release(request.id, "worker-b")
+    current = await cp.get_request(request.id)
+    assert current is not None
+    assert current.status is RequestStatus.RUNNING
+    assert current.attempts == 1
+
+
+async def test_complete_is_terminal_and_allows_a_new_request(cp: SQLiteControlPlane) -> None:
+    """A done request is never claimed again, and the tenant can take a new request."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", SHORT_TTL_S) is not None
+    await cp.complete(request.id, "worker-a")
+    done = await cp.get_request(request.id)
+    assert done is not None
+    assert done.status is RequestStatus.DONE
+    await asyncio.sleep(0.05)
+    assert await cp.claim("worker-b", TTL_S) is None
+    assert await cp.active_request("acme") is None
+    assert await cp.renew(request.id, "worker-a", TTL_S) is False
+    follow_up = await cp.enqueue(None, RequestKind.DEPROVISION, "acme", {"purge": False})
+    assert follow_up.status is RequestStatus.QUEUED
+    assert follow_up.id != request.id
+
+
+async def test_fail_is_terminal_and_allows_a_new_request(cp: SQLiteControlPlane) -> None:
+    """A failed request keeps its error, is never re-claimed, and frees the tenant's slot."""
+    request = await _provision(cp)
+    assert await cp.claim("worker-a", SHORT_TTL_S) is not None
+    await cp.fail(request.id, "worker-a", "template broken")
+    failed = await cp.get_request(request.id)
+    assert failed is not None
+    assert failed.status is RequestStatus.FAILED
+    assert failed.last_error == "template broken"
+    await asyncio.sleep(0.05)
+    assert await cp.claim("worker-b", TTL_S) is None
+    assert await cp.active_request("acme") is None
+    await cp.update_tenant("acme", TenantUpdate(status=Status.FAILED))
+    again = await _provision(cp)
+    assert again.id != request.id
+
+
+async def test_one_active_request_per_tenant(cp: SQLiteControlPlane) -> None:
+    """A deprovision cannot be queued while the tenant's provision is still active."""
+    await _provision(cp)
+    with pytest.raises(TenantExists, match="in progress"):
+        await cp.enqueue(None, RequestKind.DEPROVISION, "acme", {"purge": False})
+
+
+# ---------------------------------------------------------------- registry
+
+
+async def test_update_tenant_enforces_transitions(cp: SQLiteControlPlane) -> None:
+    """REQUESTED→READY is refused and leaves the row untouched."""
+    await _provision(cp)
+    with pytest.raises(InvalidTransition):
+        await cp.update_tenant(
+            "acme", TenantUpdate(status=Status.READY, container_name="cloner-acme")
+        )
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.status is Status.REQUESTED
+    assert tenant.container_name is None
+
+
+async def test_update_tenant_applies_fields_and_records_events(cp: SQLiteControlPlane) -> None:
+    """Allowed updates change the row and append status events in order."""
+    await _provision(cp)
+    await cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING))
+    report = IsolationReport((CheckResult("own_db", True, "ok"),))
+    tenant = await cp.update_tenant(
+        "acme",
+        TenantUpdate(
+            status=Status.READY,
+            endpoint=Endpoint(host="127.0.0.1", port=49153, database="acme"),
+            container_id="c0ffee",
+            container_name="cloner-acme",
+            credentials_token="gAAAA-token",
+            isolation=report,
+            timings={"total_s": 1.5},
+        ),
+    )
+    assert tenant.status is Status.READY
+    assert tenant.endpoint == Endpoint(host="127.0.0.1", port=49153, database="acme")
+    assert tenant.container_name == "cloner-acme"
+    assert tenant.isolation == report
+    assert tenant.timings == {"total_s": 1.5}
+    assert tenant.has_credentials is True
+    assert await cp.credentials_token("acme") == "gAAAA-token"
+    await cp.update_tenant("acme", TenantUpdate(event="health_checked", event_detail={"ok": 1}))
+    events = await cp.events("acme")
+    assert [e["kind"] for e in events] == [
+        "provision_requested", "status_provisioning", "status_ready", "health_checked",
+    ]
+    assert events[-1]["detail"] == {"ok": 1}
+
+
+async def test_update_unknown_tenant_raises_tenant_not_found(cp: SQLiteControlPlane) -> None:
+    """Updating a tenant that does not exist is an error, not a silent no-op."""
+    with pytest.raises(TenantNotFound):
+        await cp.update_tenant("ghost", TenantUpdate(status=Status.PROVISIONING))
+
+
+async def test_failed_tenant_can_be_recreated(cp: SQLiteControlPlane) -> None:
+    """Enqueueing a failed tenant again resets its row to a fresh `requested` state."""
+    first = await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING,
+                                                container_name="cloner-acme"))
+    await cp.update_tenant("acme", TenantUpdate(
+        status=Status.FAILED, error={"step": "ready", "reason": "timeout"}))
+    await cp.fail(first.id, "worker-a", "timeout")
+
+    second = await cp.enqueue(
+        TenantSpec("acme", Engine.POSTGRES, Industry.NONE, "v1.0"),
+        RequestKind.PROVISION, "acme", {"engine": "postgres"},
+    )
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.status is Status.REQUESTED
+    assert tenant.error is None
+    assert tenant.container_name is None
+    assert (tenant.industry, tenant.template_version) == (Industry.NONE, "v1.0")
+    assert tenant.request_id == second.id
+    assert second.id != first.id
+
+
+async def test_recreate_is_refused_atomically_while_a_request_is_active(
+    cp: SQLiteControlPlane,
+) -> None:
+    """A failed tenant whose request is still running cannot be re-created, and is not reset."""
+    await _provision(cp)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    await cp.update_tenant("acme", TenantUpdate(
+        status=Status.FAILED, error={"step": "start", "reason": "boom"}))
+    with pytest.raises(TenantExists):
+        await _provision(cp)
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.status is Status.FAILED
+    assert tenant.error == {"step": "start", "reason": "boom"}
+
+
+async def test_queue_stats_counts_queued_and_running(cp: SQLiteControlPlane) -> None:
+    """queue_stats reports queued and running depth and the oldest queued age."""
+    empty = await cp.queue_stats()
+    assert (empty.queued, empty.running, empty.oldest_queued_age_s) == (0, 0, None)
+    for tenant_id in ("one", "two", "three"):
+        await _provision(cp, tenant_id)
+    assert await cp.claim("worker-a", TTL_S) is not None
+    stats = await cp.queue_stats()
+    assert (stats.queued, stats.running) == (2, 1)
+    assert stats.oldest_queued_age_s is not None
+    assert 0 <= stats.oldest_queued_age_s < 60
+
+
+async def test_tenant_counts_by_status_and_engine(cp: SQLiteControlPlane) -> None:
+    """tenant_counts groups tenants by (status, engine)."""
+    await _provision(cp, "one")
+    await _provision(cp, "two")
+    await _provision(cp, "three", Engine.SQLITE)
+    await cp.update_tenant("two", TenantUpdate(status=Status.PROVISIONING))
+    assert await cp.tenant_counts() == {
+        ("requested", "postgres"): 1,
+        ("provisioning", "postgres"): 1,
+        ("requested", "sqlite"): 1,
+    }
+
+
+async def test_list_tenants_filters_by_status(cp: SQLiteControlPlane) -> None:
+    """list_tenants returns all rows, or only those in the asked state."""
+    await _provision(cp, "one")
+    await _provision(cp, "two")
+    await cp.update_tenant("two", TenantUpdate(status=Status.PROVISIONING))
+    assert sorted(t.tenant_id for t in await cp.list_tenants()) == ["one", "two"]
+    assert [t.tenant_id for t in await cp.list_tenants(Status.PROVISIONING)] == ["two"]
+    assert await cp.list_tenants(Status.READY) == []
+
+
+# -------------------------------------------------------------------- file
+
+
+async def test_file_is_private_and_in_wal_mode(cp: SQLiteControlPlane) -> None:
+    """The control-plane file is mode 0600 and uses WAL journaling."""
+    assert stat.S_IMODE(cp.path.stat().st_mode) == 0o600
+    with sqlite3.connect(cp.path) as conn:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"
+
+
+async def test_two_instances_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    """A CLI and a daemon process sharing the file observe each other's changes."""
+    path = tmp_path / "shared.sqlite3"
+    cli, daemon = SQLiteControlPlane(path), SQLiteControlPlane(path)
+    await cli.open()
+    await daemon.open()
+    try:
+        request = await _provision(cli)
+        seen = await daemon.get_tenant("acme")
+        assert seen is not None
+        assert seen.status is Status.REQUESTED
+        claimed = await daemon.claim("daemon", TTL_S)
+        assert claimed is not None
+        assert claimed.id == request.id
+        assert await cli.claim("cli", TTL_S) is None
+        await daemon.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING))
+        via_cli = await cli.get_tenant("acme")
+        assert via_cli is not None
+        assert via_cli.status is Status.PROVISIONING
+        current = await cli.get_request(request.id)
+        assert current is not None
+        assert current.status is RequestStatus.RUNNING
+    finally:
+        await cli.close()
+        await daemon.close()
+
+
+async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
+    """Opening an existing control plane again migrates nothing and keeps its rows."""
+    path = tmp_path / "cp.sqlite3"
+    first = SQLiteControlPlane(path)
+    await first.open()
+    await _provision(first)
+    await first.close()
+    second = SQLiteControlPlane(path)
+    await second.open()
+    try:
+        tenant = await second.get_tenant("acme")
+        assert tenant is not None
+        assert tenant.status is Status.REQUESTED
+    finally:
+        await second.close()
+
+
+async def test_opening_a_directory_raises_control_plane_error(tmp_path: Path) -> None:
+    """A path that is a directory gives a one-line ControlPlaneError."""
+    target = tmp_path / "a-dir"
+    target.mkdir()
+    plane = SQLiteControlPlane(target)
+    with pytest.raises(ControlPlaneError) as info:
+        await plane.open()
+    assert "\n" not in str(info.value)
+    assert str(target) in str(info.value)
+
+
+async def test_opening_a_non_sqlite_file_raises_control_plane_error(tmp_path: Path) -> None:
+    """A file that is not an SQLite database gives a one-line ControlPlaneError."""
+    target = tmp_path / "garbage.sqlite3"
+    target.write_bytes(b"this is definitely not an sqlite database\n" * 100)
+    plane = SQLiteControlPlane(target)
+    with pytest.raises(ControlPlaneError) as info:
+        await plane.open()
+    assert "\n" not in str(info.value)
+    assert str(target) in str(info.value)
+
+
+async def test_use_before_open_raises_control_plane_error(tmp_path: Path) -> None:
+    """Calling the control plane before open() is a ControlPlaneError, not AttributeError."""
+    plane = SQLiteControlPlane(tmp_path / "cp.sqlite3")
+    with pytest.raises(ControlPlaneError, match="not open"):
+        await plane.get_tenant("acme")
