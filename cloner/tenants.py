@@ -26,7 +26,7 @@ from cloner.domain import (
     validate_version,
 )
 from cloner.engines import get_engine
-from cloner.errors import InvalidTransition, TenantNotFound, TimeoutExceeded
+from cloner.errors import InvalidInput, InvalidTransition, TenantNotFound, TimeoutExceeded
 
 
 class TenantService:
@@ -88,6 +88,10 @@ class TenantService:
 
     async def list(self, status: str | None = None) -> list[Tenant]:
         """Tenants, optionally filtered by state."""
+        if status is not None and status not in {s.value for s in Status}:
+            raise InvalidInput(
+                f"unknown state {status[:30]!r}: choose one of {', '.join(s.value for s in Status)}"
+            )
         return await self.app.control_plane.list_tenants(Status(status) if status else None)
 
     async def wait(self, request_id: str, timeout_s: float) -> Request:

@@ -114,7 +114,9 @@ class DockerRuntime:
             name,
             driver="bridge",
             options={"com.docker.network.bridge.enable_icc": "false"},
-            labels=self._labels({constants.LABEL_ROLE: "tenant-network"}),
+            # Shared by every install on this engine, so it carries no install label:
+            # no install's orphan sweep may ever count it as its own.
+            labels={constants.LABEL_MANAGED: "true", constants.LABEL_ROLE: "tenant-network"},
             check_duplicate=True,
         )
 

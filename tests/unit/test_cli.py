@@ -52,7 +52,7 @@ def _runner(work_dir: Path, data_dir: Path) -> Runner:
 
     def run(*args: str) -> Result:
         # cwd=work_dir: no stray .env file is picked up by the settings.
-        proc = subprocess.run(  # noqa: S603 - fixed executable, test-controlled arguments
+        proc = subprocess.run(
             [*COMMAND, *args], cwd=work_dir, env=env, capture_output=True, text=True,
             timeout=30, check=False,
         )

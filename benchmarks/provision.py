@@ -1,0 +1,149 @@
+"""Provisioning benchmark: provisions N tenants through the real queue and workers.
+
+Prints per-step p50/p95/max and end-to-end figures, the daemon-side peak RSS
+and the idle memory of the tenant containers. Everything it creates lives in
+a temporary data dir and is removed at the end (``--keep`` to keep it).
+
+    .venv/bin/python benchmarks/provision.py --engine postgres --count 10
+    .venv/bin/python benchmarks/provision.py --count 20 --concurrency 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cloner.app import App
+from cloner.daemon.worker import Worker
+from cloner.domain import RequestStatus
+from cloner.logging import configure_logging
+from cloner.pipeline import PROVISION_STEPS
+from cloner.settings import Settings
+from cloner.tenants import TenantService
+
+INDUSTRIES = ("technology", "healthcare", "finance", "none")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+async def container_memory_bytes(app: App, names: list[str]) -> list[int]:
+    """Current memory use (minus page cache) of the given containers."""
+    def read() -> list[int]:
+        client = app.runtime.client
+        usages = []
+        for name in names:
+            stats: dict[str, Any] = client.containers.get(name).stats(stream=False)
+            memory = stats.get("memory_stats", {})
+            cache = memory.get("stats", {}).get("cache", 0) or memory.get("stats", {}).get(
+                "inactive_file", 0)
+            usages.append(int(memory.get("usage", 0)) - int(cache))
+        return usages
+
+    return await asyncio.to_thread(read)
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Provision, measure, print, clean up."""
+    configure_logging("warning", "json")
+    data_dir = Path(tempfile.mkdtemp(prefix="cloner-bench-"))
+    settings = Settings(data_dir=data_dir, workers=args.concurrency, log_level="warning",
+                        log_format="json")
+    async with App.open(settings) as app:
+        try:
+            await app.runtime.ping()
+            service = TenantService(app)
+            enqueued_at: dict[str, float] = {}
+            requests = []
+            for i in range(args.count):
+                tenant_id = f"bench-{i:03d}"
+                enqueued_at[tenant_id] = time.monotonic()
+                requests.append(await service.create(
+                    tenant_id, args.engine, INDUSTRIES[i % len(INDUSTRIES)]))
+            stop = asyncio.Event()
+            finished_at: dict[str, float] = {}
+
+            async def watch() -> None:
+                while len(finished_at) < len(requests):
+                    for r in requests:
+                        if r.tenant_id in finished_at:
+                            continue
+                        current = await app.control_plane.get_request(r.id)
+                        if current and current.status in (RequestStatus.DONE,
+                                                          RequestStatus.FAILED):
+                            finished_at[r.tenant_id] = time.monotonic()
+                    await asyncio.sleep(0.02)
+                stop.set()
+
+            started = time.monotonic()
+            workers = [Worker(app, f"bench-{n}") for n in range(args.concurrency)]
+            await asyncio.gather(watch(), *(w.run(stop) for w in workers))
+            wall = time.monotonic() - started
+
+            tenants = await app.control_plane.list_tenants()
+            ready = [t for t in tenants if t.status.value == "ready"]
+            failed = [t for t in tenants if t.status.value != "ready"]
+            steps: dict[str, list[float]] = {s: [] for s in PROVISION_STEPS}
+            totals = []
+            for t in ready:
+                for step, seconds in t.timings.get("steps", {}).items():
+                    steps.setdefault(step, []).append(float(seconds))
+                totals.append(float(t.timings["total_s"]))
+            e2e = [finished_at[t.tenant_id] - enqueued_at[t.tenant_id] for t in ready]
+
+            print(f"\nengine={args.engine} tenants={args.count} concurrency={args.concurrency} "
+                  f"ready={len(ready)} failed={len(failed)} wall={wall:.1f}s")
+            print(f"{'step':<22}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
+            for step, values in steps.items():
+                if values:
+                    print(f"{step:<22}{percentile(values, 50):>9.3f}"
+                          f"{percentile(values, 95):>9.3f}{max(values):>9.3f}")
+            if totals:
+                print(f"{'dequeue->ready':<22}{percentile(totals, 50):>9.3f}"
+                      f"{percentile(totals, 95):>9.3f}{max(totals):>9.3f}")
+                print(f"{'enqueue->ready':<22}{percentile(e2e, 50):>9.3f}"
+                      f"{percentile(e2e, 95):>9.3f}{max(e2e):>9.3f}")
+            if ready:
+                await asyncio.sleep(args.settle_s)
+                memory = await container_memory_bytes(
+                    app, [t.container_name for t in ready if t.container_name])
+                print(f"idle tenant container memory: median "
+                      f"{statistics.median(memory) / 2**20:.1f} MiB, max "
+                      f"{max(memory) / 2**20:.1f} MiB (after {args.settle_s:.0f}s)")
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(f"cloner process peak RSS: {peak_kib / 1024:.1f} MiB")
+            for t in failed:
+                print(f"FAILED {t.tenant_id}: {t.error}")
+        finally:
+            if not args.keep:
+                owned = await app.runtime.owned()
+                await asyncio.gather(*(app.runtime.remove_container(c.name)
+                                       for c in owned.containers))
+                await asyncio.gather(*(app.runtime.remove_volume(v) for v in owned.volumes))
+
+
+def main() -> None:
+    """Parse arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="postgres")
+    parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="workers; 1 measures cold provisioning one at a time")
+    parser.add_argument("--settle-s", type=float, default=5.0,
+                        help="seconds to let tenants idle before measuring memory")
+    parser.add_argument("--keep", action="store_true", help="keep the tenants afterwards")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,602 @@
+"""In-memory fakes for fast unit tests of orchestration logic (no Docker, no database server).
+
+``InMemoryRuntime`` implements the ``Runtime`` protocol with dictionaries and
+``FakeEngine`` implements ``EngineDriver`` without a server behind it. Both
+record what was asked of them and can be told to fail, hang or pause, so a
+test can drive the pipeline and the worker through every branch in
+milliseconds. The control plane needs no fake: the real
+``SQLiteControlPlane`` on a temporary file is fast enough.
+
+These fakes are for logic only. They never stand in for Docker or a real
+engine in integration tests: they do not enforce resource limits, networking
+or SQL, and their isolation checks pass because they are told to.
+
+Typical use::
+
+    runtime = InMemoryRuntime()
+    engine = FakeEngine(fail={"apply_templates": TemplateError("syntax error")})
+    with use_engine(engine):
+        async with open_fake_app(settings, runtime=runtime) as app:
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
+from urllib.parse import quote
+
+from cloner import constants
+from cloner import engines as _engines
+from cloner.app import App
+from cloner.catalog import Catalog, ResolvedTemplates
+from cloner.controlplane import SQLiteControlPlane
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    Engine,
+    container_name,
+    sql_identifier,
+    volume_name,
+)
+from cloner.engines.base import (
+    BackupResult,
+    ContainerDefaults,
+    EngineDriver,
+    Neighbour,
+    TenantTarget,
+)
+from cloner.errors import BackupError, NotReady, RuntimeFault, RuntimeUnavailable
+from cloner.metrics import Metrics
+from cloner.runtime.base import ContainerInfo, ContainerSpec, OwnedResources, Runtime
+from cloner.secrets import Vault
+from cloner.settings import Settings
+
+if TYPE_CHECKING:
+    from cloner.runtime.docker import DockerRuntime
+
+__all__ = [
+    "DUMP_MAGIC",
+    "FAKE_CHECKS",
+    "FakeContainer",
+    "FakeEngine",
+    "InMemoryRuntime",
+    "open_fake_app",
+    "use_engine",
+]
+
+#: First bytes of a PostgreSQL custom-format archive; fake dumps start with them too.
+DUMP_MAGIC = b"PGDMP"
+
+#: Names of the checks ``FakeEngine.prove_isolation`` reports, in order.
+FAKE_CHECKS = (
+    "app_reads_and_writes_own_database",
+    "readonly_reads_cannot_write",
+    "roles_not_privileged",
+    "app_cannot_escalate",
+    "public_has_no_privileges",
+    "neighbours_refuse_tenant_credentials",
+)
+
+_FIRST_HOST_PORT = 49153
+
+D = TypeVar("D", bound=EngineDriver)
+
+
+def _raise_injected(
+    name: str, fail_next: dict[str, list[BaseException]], fail: dict[str, BaseException]
+) -> None:
+    """Raise the next one-shot fault for ``name``, else its standing fault, if any."""
+    queued = fail_next.get(name)
+    if queued:
+        raise queued.pop(0)
+    if name in fail:
+        raise fail[name]
+
+
+# ---------------------------------------------------------------------- runtime
+
+
+@dataclass
+class FakeContainer:
+    """One container held by ``InMemoryRuntime`` (mutable, so tests can crash it)."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[str, str]
+    status: str
+    host_ip: str | None
+    host_port: int | None
+    networks: tuple[str, ...]
+    volume_name: str
+    spec: ContainerSpec
+
+    def info(self) -> ContainerInfo:
+        """What a runtime reports about this container."""
+        return ContainerInfo(
+            id=self.id, name=self.name, status=self.status, labels=dict(self.labels),
+            image=self.image, host_ip=self.host_ip, host_port=self.host_port,
+            networks=self.networks, ip_address=None,
+        )
+
+
+class InMemoryRuntime:
+    """A ``Runtime`` backed by dictionaries, with call recording and fault injection.
+
+    It behaves like ``DockerRuntime`` where the pipeline can tell the
+    difference: labels outside ``cloner.`` are refused, a container of an
+    earlier request is replaced (and its volume recreated), absent names are
+    fine to remove, and only resources labelled with this install's id are
+    "ours".
+
+    Fault injection: ``fail_next["ensure_container"] = [RuntimeFault("hiccup")]``
+    makes the next call raise once; ``fail["exec_to_file"] = exc`` makes every
+    call raise until removed. Every call is appended to ``calls`` as
+    ``(method, subject)`` before any fault is raised.
+    """
+
+    def __init__(self, install_id: str = "test-install") -> None:
+        self.install_id = install_id
+        self.containers: dict[str, FakeContainer] = {}
+        #: volume name → labels
+        self.volumes: dict[str, dict[str, str]] = {}
+        #: network name → inter-container traffic enabled (``False`` is the isolated kind)
+        self.networks: dict[str, bool] = {}
+        self.images: set[str] = set()
+        self.logs: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        #: (container, user, command) of every exec
+        self.exec_commands: list[tuple[str, str, list[str]]] = []
+        self.fail_next: dict[str, list[BaseException]] = {}
+        self.fail: dict[str, BaseException] = {}
+        #: What ``exec`` and ``exec_with_stdin`` answer.
+        self.exec_result: tuple[int, str] = (0, "")
+        #: Bytes ``exec_to_file`` writes; ``None`` writes ``DUMP_MAGIC`` + the container name.
+        self.dump_payload: bytes | None = None
+        self.available = True
+        self.closed = False
+        self._next_port = _FIRST_HOST_PORT
+
+    # -------------------------------------------------------------- helpers
+
+    def _enter(self, method: str, subject: str = "") -> None:
+        self.calls.append((method, subject))
+        _raise_injected(method, self.fail_next, self.fail)
+
+    def _labels(self, extra: dict[str, str]) -> dict[str, str]:
+        return {constants.LABEL_MANAGED: "true", constants.LABEL_INSTALL: self.install_id,
+                **extra}
+
+    def _ours(self, labels: dict[str, str]) -> bool:
+        return (labels.get(constants.LABEL_MANAGED) == "true"
+                and labels.get(constants.LABEL_INSTALL) == self.install_id)
+
+    def called(self, method: str) -> list[str]:
+        """Subjects (container, volume, network or image names) of every call to ``method``."""
+        return [subject for name, subject in self.calls if name == method]
+
+    def container(self, name: str) -> FakeContainer | None:
+        """The container called ``name``, or None."""
+        return self.containers.get(name)
+
+    def set_status(self, name: str, status: str) -> None:
+        """Simulate a container changing state behind our back (``exited``, ``dead`` …)."""
+        self.containers[name].status = status
+
+    # ------------------------------------------------------------- protocol
+
+    async def ping(self) -> None:
+        """Raise ``RuntimeUnavailable`` when ``available`` is False."""
+        self._enter("ping")
+        if not self.available:
+            raise RuntimeUnavailable("in-memory runtime marked unavailable")
+
+    async def ensure_network(self, name: str) -> None:
+        """Create the network with inter-container traffic disabled, if absent."""
+        self._enter("ensure_network", name)
+        self.networks.setdefault(name, False)
+
+    async def network_isolated(self, name: str) -> bool:
+        """True when the network exists and inter-container traffic is disabled."""
+        self._enter("network_isolated", name)
+        return name in self.networks and not self.networks[name]
+
+    async def ensure_container(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create-or-adopt and start; a container of another request is replaced."""
+        self._enter("ensure_container", spec.name)
+        for key in spec.labels:
+            if not key.startswith(constants.LABEL_PREFIX):
+                raise RuntimeFault(f"label {key!r} is outside the cloner. namespace")
+        request = spec.labels.get(constants.LABEL_REQUEST)
+        existing = self.containers.get(spec.name)
+        if existing is not None:
+            if not self._ours(existing.labels):
+                raise RuntimeFault(f"container {spec.name} exists but is not managed by us")
+            if existing.labels.get(constants.LABEL_REQUEST) != request:
+                del self.containers[spec.name]
+                existing = None
+        if existing is None:
+            if spec.network not in self.networks:
+                raise RuntimeFault(f"network {spec.network} not found")
+            self._ensure_volume(spec.volume_name, spec.labels, request)
+            existing = FakeContainer(
+                id=uuid.uuid4().hex, name=spec.name, image=spec.image,
+                labels=self._labels(spec.labels), status="created",
+                host_ip=spec.bind_host, host_port=self._next_port,
+                networks=(spec.network,), volume_name=spec.volume_name, spec=spec,
+            )
+            self._next_port += 1
+            self.containers[spec.name] = existing
+        existing.status = "running"
+        return existing.info()
+
+    def _ensure_volume(self, name: str, labels: dict[str, str], request: str | None) -> None:
+        current = self.volumes.get(name)
+        if current is not None:
+            if not self._ours(current):
+                raise RuntimeFault(f"volume {name} exists but is not managed by us")
+            if current.get(constants.LABEL_REQUEST) == request:
+                return
+        # Absent, or left over from an earlier request: a new request starts empty.
+        self.volumes[name] = self._labels(labels)
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        """The container if it exists and is ours."""
+        self._enter("inspect", name)
+        container = self.containers.get(name)
+        if container is None or not self._ours(container.labels):
+            return None
+        return container.info()
+
+    async def start(self, name: str) -> ContainerInfo:
+        """Mark a container running; ``RuntimeFault`` if absent."""
+        self._enter("start", name)
+        container = self.containers.get(name)
+        if container is None:
+            raise RuntimeFault(f"no container {name}")
+        container.status = "running"
+        return container.info()
+
+    async def remove_container(self, name: str) -> None:
+        """Forget a container of ours; absent is fine."""
+        self._enter("remove_container", name)
+        container = self.containers.get(name)
+        if container is not None and self._ours(container.labels):
+            del self.containers[name]
+
+    async def remove_volume(self, name: str) -> None:
+        """Forget a volume of ours; absent is fine."""
+        self._enter("remove_volume", name)
+        labels = self.volumes.get(name)
+        if labels is not None and self._ours(labels):
+            del self.volumes[name]
+
+    async def volume_exists(self, name: str) -> bool:
+        """True if the volume exists (ours or not, as with Docker)."""
+        self._enter("volume_exists", name)
+        return name in self.volumes
+
+    def _running(self, name: str) -> FakeContainer:
+        container = self.containers.get(name)
+        if container is None or container.status != "running":
+            raise RuntimeFault(f"container {name} is not running")
+        return container
+
+    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
+        """Write ``dump_payload`` (default: ``DUMP_MAGIC`` + name) to ``dest``; bytes written."""
+        self._enter("exec_to_file", name)
+        self.exec_commands.append((name, user, list(cmd)))
+        self._running(name)
+        payload = self.dump_payload
+        if payload is None:
+            payload = DUMP_MAGIC + b"\x00fake dump of " + name.encode()
+        await asyncio.to_thread(dest.write_bytes, payload)
+        return len(payload)
+
+    async def exec_with_stdin(
+        self, name: str, cmd: list[str], source: Path, user: str
+    ) -> tuple[int, str]:
+        """Read ``source`` (it must exist) and answer ``exec_result``."""
+        self._enter("exec_with_stdin", name)
+        self.exec_commands.append((name, user, list(cmd)))
+        self._running(name)
+        await asyncio.to_thread(source.read_bytes)
+        return self.exec_result
+
+    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
+        """Answer ``exec_result`` for a running container."""
+        self._enter("exec", name)
+        self.exec_commands.append((name, user, list(cmd)))
+        self._running(name)
+        return self.exec_result
+
+    async def logs_tail(self, name: str, lines: int = 20) -> str:
+        """The last ``lines`` of ``logs[name]``, or ''."""
+        self._enter("logs_tail", name)
+        return "\n".join(self.logs.get(name, "").splitlines()[-lines:])
+
+    async def owned(self) -> OwnedResources:
+        """Containers and volumes labelled with this install id, and the networks."""
+        self._enter("owned")
+        return OwnedResources(
+            containers=tuple(c.info() for c in self.containers.values() if self._ours(c.labels)),
+            volumes=tuple(n for n, labels in self.volumes.items() if self._ours(labels)),
+            networks=tuple(self.networks),
+        )
+
+    async def image_exists(self, image: str) -> bool:
+        """True if the image was pulled (or added to ``images``)."""
+        self._enter("image_exists", image)
+        return image in self.images
+
+    async def pull(self, image: str, timeout_s: float) -> None:  # noqa: ARG002 - instant here
+        """Add the image to ``images``."""
+        self._enter("pull", image)
+        self.images.add(image)
+
+    async def close(self) -> None:
+        """Mark the runtime closed."""
+        self._enter("close")
+        self.closed = True
+
+
+# ----------------------------------------------------------------------- engine
+
+
+class FakeEngine:
+    """An ``EngineDriver`` without a server: records hook calls and fails on demand.
+
+    Knobs (all plain attributes, change them between steps of a test):
+
+    - ``fail[hook] = exc`` raises ``exc`` on every call of ``hook``;
+      ``fail_next[hook] = [exc1, exc2]`` raises each once, in order.
+    - ``delay_s[hook]`` sleeps before the hook acts; ``hold[hook]`` (an
+      ``asyncio.Event``) blocks it until set. ``await wait_entered(hook)``
+      returns once a hook has started.
+    - ``failing_checks`` names checks of ``FAKE_CHECKS`` that ``prove_isolation``
+      reports as failed.
+
+    ``calls`` lists ``(hook, tenant_id)`` in call order; ``backup`` dumps through
+    the runtime's ``exec_to_file`` and checks the ``PGDMP`` magic like the real
+    PostgreSQL driver.
+    """
+
+    container_port: int = 5432
+
+    def __init__(
+        self,
+        engine: Engine = Engine.POSTGRES,
+        *,
+        fail: dict[str, BaseException] | None = None,
+        fail_next: dict[str, list[BaseException]] | None = None,
+        failing_checks: Sequence[str] = (),
+    ) -> None:
+        self.engine = engine
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[str, BaseException] = dict(fail or {})
+        self.fail_next: dict[str, list[BaseException]] = {
+            hook: list(excs) for hook, excs in (fail_next or {}).items()
+        }
+        self.failing_checks: set[str] = set(failing_checks)
+        self.delay_s: dict[str, float] = {}
+        self.hold: dict[str, asyncio.Event] = {}
+        #: tenant id → neighbours its last ``prove_isolation`` was given
+        self.neighbours: dict[str, tuple[Neighbour, ...]] = {}
+        #: tenant id → templates applied to it
+        self.applied: dict[str, ResolvedTemplates] = {}
+        #: tenant id → what ``row_counts`` answers
+        self.rows: dict[str, dict[str, int]] = {}
+        #: tenant id → connection limit passed to ``apply_rbac``
+        self.connection_limits: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self.restored: list[tuple[str, Path]] = []
+        self._entered: dict[str, asyncio.Event] = {}
+
+    def hooks(self, tenant_id: str | None = None) -> list[str]:
+        """Hook names called so far, optionally for one tenant only."""
+        return [hook for hook, tid in self.calls if tenant_id is None or tid == tenant_id]
+
+    def _entered_event(self, hook: str) -> asyncio.Event:
+        return self._entered.setdefault(hook, asyncio.Event())
+
+    async def wait_entered(self, hook: str, timeout_s: float = 5.0) -> None:
+        """Return once ``hook`` has been called (at least once) since this engine was made."""
+        async with asyncio.timeout(timeout_s):
+            await self._entered_event(hook).wait()
+
+    def _enter_sync(self, hook: str, tenant_id: str) -> None:
+        self.calls.append((hook, tenant_id))
+        self._entered_event(hook).set()
+        _raise_injected(hook, self.fail_next, self.fail)
+
+    async def _enter(self, hook: str, tenant_id: str) -> None:
+        # Recorded and signalled first so a test can see a hook that then hangs or fails.
+        self.calls.append((hook, tenant_id))
+        self._entered_event(hook).set()
+        if hook in self.delay_s:
+            await asyncio.sleep(self.delay_s[hook])
+        if hook in self.hold:
+            await self.hold[hook].wait()
+        _raise_injected(hook, self.fail_next, self.fail)
+
+    # ------------------------------------------------------------- protocol
+
+    def database_name(self, tenant_id: str) -> str:
+        """``acme-corp`` → ``acme_corp``, as for PostgreSQL."""
+        return sql_identifier(tenant_id)
+
+    def container_spec(
+        self, tenant_id: str, credentials: Credentials, labels: dict[str, str],
+        defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """A minimal spec honouring the defaults (image, bind host, network, limits)."""
+        self._enter_sync("container_spec", tenant_id)
+        return ContainerSpec(
+            name=container_name(tenant_id), image=defaults.image, labels=dict(labels),
+            volume_name=volume_name(tenant_id), volume_mount="/data",
+            port=self.container_port, bind_host=defaults.bind_host, network=defaults.network,
+            user="999:999", env={"BOOTSTRAP_PASSWORD": credentials.bootstrap_password},
+            memory_limit_bytes=defaults.memory_limit_bytes, nano_cpus=defaults.nano_cpus,
+            pids_limit=defaults.pids_limit, shm_size_bytes=defaults.shm_size_bytes,
+        )
+
+    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
+        """Ready at once unless a delay, hold or fault is configured; ``NotReady`` past timeout."""
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                await self._enter("wait_ready", target.tenant_id)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise NotReady(f"fake server not ready after {timeout_s:g}s") from exc
+
+    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
+        """Remember which templates were applied."""
+        await self._enter("apply_templates", target.tenant_id)
+        self.applied[target.tenant_id] = templates
+
+    async def apply_rbac(self, target: TenantTarget, connection_limit: int) -> None:
+        """Remember the connection limit the roles were given."""
+        await self._enter("apply_rbac", target.tenant_id)
+        self.connection_limits[target.tenant_id] = connection_limit
+
+    async def prove_isolation(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> list[CheckResult]:
+        """``FAKE_CHECKS``, passing unless named in ``failing_checks``."""
+        await self._enter("prove_isolation", target.tenant_id)
+        self.neighbours[target.tenant_id] = tuple(neighbours)
+        return [
+            CheckResult(name, name not in self.failing_checks,
+                        "fake check failed" if name in self.failing_checks else "fake check")
+            for name in FAKE_CHECKS
+        ]
+
+    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+        """Dump through ``runtime.exec_to_file``, verify the magic, checksum, move into place."""
+        await self._enter("backup", target.tenant_id)
+        if target.container_name is None:
+            raise BackupError("fake backup needs the tenant container")
+        partial = dest.with_suffix(dest.suffix + ".partial")
+        try:
+            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+            size = await runtime.exec_to_file(
+                target.container_name, ["pg_dump", "-Fc", "-d", target.database], partial,
+                user="999:999",
+            )
+            data = await asyncio.to_thread(partial.read_bytes)
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"fake dump of {target.tenant_id} failed: {exc}") from exc
+        if not data.startswith(DUMP_MAGIC):
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"fake dump of {target.tenant_id} produced no valid archive")
+        await asyncio.to_thread(partial.replace, dest)
+        return BackupResult(dest, size, hashlib.sha256(data).hexdigest(), "pg_dump-custom")
+
+    async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
+        """Feed ``source`` through ``runtime.exec_with_stdin``; ``BackupError`` on non-zero."""
+        await self._enter("restore", target.tenant_id)
+        if target.container_name is None:
+            raise BackupError("fake restore needs the tenant container")
+        code, output = await runtime.exec_with_stdin(
+            target.container_name, ["pg_restore", "-d", target.database], source,
+            user="999:999",
+        )
+        if code != 0:
+            raise BackupError(f"fake restore into {target.tenant_id} failed: {output[-300:]}")
+        self.restored.append((target.tenant_id, source))
+
+    async def row_counts(self, target: TenantTarget) -> dict[str, int]:
+        """``rows[tenant_id]`` (empty by default)."""
+        await self._enter("row_counts", target.tenant_id)
+        return dict(self.rows.get(target.tenant_id, {}))
+
+    async def template_warnings(self, target: TenantTarget) -> list[str]:
+        """``warnings`` (empty by default)."""
+        await self._enter("template_warnings", target.tenant_id)
+        return list(self.warnings)
+
+    def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
+        """``postgresql://user:password@host:port/database``."""
+        return (
+            f"postgresql://{quote(username, safe='')}:{quote(password, safe='')}"
+            f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
+        )
+
+
+@contextmanager
+def use_engine(driver: D) -> Iterator[D]:
+    """Make ``get_engine(driver.engine)`` return ``driver`` inside the block, then restore.
+
+    Every lookup (``TenantService``, the pipelines, ``Services.target``) goes
+    through ``cloner.engines.get_engine``, so swapping its registry entry is
+    enough. Not safe for tests running concurrently in one process.
+    """
+    registry = _engines._DRIVERS
+    previous = registry.get(driver.engine)
+    registry[driver.engine] = driver
+    try:
+        yield driver
+    finally:
+        if previous is None:
+            registry.pop(driver.engine, None)
+        else:
+            registry[driver.engine] = previous
+
+
+@asynccontextmanager
+async def open_fake_app(
+    settings: Settings,
+    *,
+    runtime: InMemoryRuntime | None = None,
+    install_id: str = "test-install",
+) -> AsyncIterator[App]:
+    """An ``App`` with the real control plane, catalog, vault and metrics and a fake runtime.
+
+    Like ``App.open`` but without Docker and without key files: the data and
+    backups directories are created, the SQLite control plane is opened on
+    ``settings.control_plane_path``, the vault gets a fresh key. Engines come
+    from the registry; wrap the call in ``use_engine(FakeEngine())`` for a
+    server-less engine.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.backups_dir.mkdir(exist_ok=True, mode=0o700)
+    control_plane = SQLiteControlPlane(settings.control_plane_path)
+    await control_plane.open()
+    fake_runtime = runtime if runtime is not None else InMemoryRuntime(install_id)
+    app = App(
+        settings=settings,
+        control_plane=control_plane,
+        # App names DockerRuntime (the CLI hands it to the image builder); everything the
+        # pipelines and workers call on it is the Runtime protocol the fake implements.
+        runtime=cast("DockerRuntime", fake_runtime),
+        catalog=Catalog(settings.templates_dir, settings.industry_templates_dir),
+        vault=Vault(Vault.new_key()),
+        metrics=Metrics(),
+        install_id=install_id,
+        admin_token=secrets.token_urlsafe(32),
+        owner_id=uuid.uuid4().hex,
+    )
+    try:
+        yield app
+    finally:
+        await fake_runtime.close()
+        await control_plane.close()
+
+
+def _check_protocols(runtime: InMemoryRuntime, engine: FakeEngine) -> None:
+    """Never called: lets mypy prove the fakes satisfy the protocols they stand in for."""
+    _runtime: Runtime = runtime
+    _driver: EngineDriver = engine
+    del _runtime, _driver

@@ -1,0 +1,313 @@
+"""Unit tests of the worker on in-memory fakes: retries with backoff, giving up, shutdown, leases.
+
+Real control plane (SQLite on a temporary file); ``InMemoryRuntime`` and
+``FakeEngine`` from ``cloner.testing`` stand in for Docker and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloner.app import App
+from cloner.controlplane import SQLiteControlPlane
+from cloner.daemon.worker import Worker
+from cloner.domain import Request, RequestStatus, Status, Tenant, container_name, volume_name
+from cloner.errors import NotReady, RuntimeFault
+from cloner.settings import Settings
+from cloner.tenants import TenantService
+from cloner.testing import FakeEngine, InMemoryRuntime, open_fake_app, use_engine
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Env:
+    """An app on fakes plus shortcuts for enqueue → claim → process."""
+
+    app: App
+    runtime: InMemoryRuntime
+    engine: FakeEngine
+
+    @property
+    def cp(self) -> SQLiteControlPlane:
+        """The real SQLite control plane."""
+        assert isinstance(self.app.control_plane, SQLiteControlPlane)
+        return self.app.control_plane
+
+    async def create(self, tenant_id: str = "acme", industry: str = "finance") -> Request:
+        """Enqueue a provisioning request the way the CLI and HTTP API do."""
+        return await TenantService(self.app).create(tenant_id, "postgres", industry)
+
+    async def claim(self, timeout_s: float = 2.0) -> Request:
+        """Lease the next request as this app's owner, waiting out a backoff if needed."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                request = await self.cp.claim(self.app.owner_id, self.app.settings.lease_ttl_s)
+                if request is not None:
+                    return request
+                await asyncio.sleep(0.005)
+
+    async def work_once(self) -> Request:
+        """Claim one request, process it with a worker, return it as the queue now sees it."""
+        request = await self.claim()
+        await Worker(self.app, "w").process(request)
+        return await self.request(request.id)
+
+    async def request(self, request_id: str) -> Request:
+        """A request as stored."""
+        found = await self.cp.get_request(request_id)
+        assert found is not None
+        return found
+
+    async def tenant(self, tenant_id: str = "acme") -> Tenant:
+        """A tenant as stored."""
+        found = await self.cp.get_tenant(tenant_id)
+        assert found is not None
+        return found
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the app's registry (0 when absent)."""
+        return self.app.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+EnvFactory = Callable[..., Awaitable[Env]]
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeEngine]:
+    """A fake PostgreSQL driver, registered for the duration of the test."""
+    with use_engine(FakeEngine()) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def make_env(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[EnvFactory]:
+    """Build an Env with settings overrides; everything is closed after the test."""
+    async with AsyncExitStack() as stack:
+        async def make(**overrides: Any) -> Env:
+            values: dict[str, Any] = {
+                "data_dir": tmp_path / "data", "templates_dir": REPO / "templates",
+                "industry_templates_dir": REPO / "industry_templates",
+                "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "_env_file": None,
+            }
+            settings = Settings(**(values | overrides))
+            runtime = InMemoryRuntime()
+            app = await stack.enter_async_context(open_fake_app(settings, runtime=runtime))
+            return Env(app, runtime, engine)
+
+        yield make
+
+
+@pytest.fixture
+async def env(make_env: EnvFactory) -> Env:
+    """An Env with the default test settings."""
+    return await make_env()
+
+
+# ------------------------------------------------------------- transient failures
+
+
+async def test_transient_runtime_fault_requeues_with_backoff_then_succeeds(
+    make_env: EnvFactory,
+) -> None:
+    """A RuntimeFault at start is retried after a delay; the second attempt reaches READY."""
+    env = await make_env(backoff_base_s=0.2, backoff_cap_s=0.2)
+    env.runtime.fail_next["ensure_container"] = [RuntimeFault("docker refused create: 500")]
+    created = await env.create()
+    started = time.time()
+    request = await env.work_once()
+
+    assert request.status is RequestStatus.QUEUED
+    assert request.attempts == 1
+    assert request.last_error == "start: docker refused create: 500"
+    assert request.not_before is not None
+    assert request.not_before.timestamp() >= started + 0.2 * 0.8
+    assert await env.cp.claim(env.app.owner_id, 30.0) is None  # still backing off
+    tenant = await env.tenant()
+    assert tenant.status is Status.PROVISIONING
+    assert tenant.error == {
+        "step": "start", "reason": "docker refused create: 500", "class": "RuntimeFault",
+        "attempt": 1, "transient": True,
+    }
+    assert env.runtime.containers == {}  # transient failures are not compensated
+    assert env.metric("cloner_provision_retries_total", engine="postgres", step="start") == 1
+
+    request = await env.work_once()
+
+    assert request.id == created.id
+    assert request.status is RequestStatus.DONE
+    assert request.attempts == 2
+    tenant = await env.tenant()
+    assert tenant.status is Status.READY
+    assert tenant.error is None
+    assert tenant.attempts == 2
+    assert env.runtime.called("ensure_container") == [container_name("acme")] * 2
+    assert env.metric("cloner_provisions_total", engine="postgres", outcome="success",
+                      error_class="") == 1
+    assert env.metric("cloner_provisions_total", engine="postgres", outcome="failure",
+                      error_class="RuntimeFault") == 0
+
+
+async def test_not_ready_twice_is_retried_with_the_container_log_in_the_error(
+    env: Env,
+) -> None:
+    """Two NotReady probes are retried; the error carries the log tail; attempt 3 is READY."""
+    env.engine.fail_next["wait_ready"] = [NotReady("connection refused"),
+                                          NotReady("the database system is starting up")]
+    env.runtime.logs[container_name("acme")] = "LOG: starting\nLOG: redo in progress\n"
+    await env.create()
+
+    first = await env.work_once()
+    assert first.status is RequestStatus.QUEUED
+    tenant = await env.tenant()
+    assert tenant.error is not None
+    assert tenant.error["step"] == "ready"
+    assert tenant.error["attempt"] == 1
+    assert tenant.error["transient"] is True
+    assert "connection refused" in tenant.error["reason"]
+    assert "LOG: redo in progress" in tenant.error["reason"]
+
+    second = await env.work_once()
+    assert second.status is RequestStatus.QUEUED
+    assert (await env.tenant()).error["attempt"] == 2  # type: ignore[index]
+
+    third = await env.work_once()
+    assert third.status is RequestStatus.DONE
+    assert third.attempts == 3
+    tenant = await env.tenant()
+    assert tenant.status is Status.READY
+    assert tenant.attempts == 3
+    assert env.engine.hooks().count("wait_ready") == 3
+    assert env.engine.hooks().count("container_spec") == 3
+    assert len(env.runtime.containers) == 1  # the same container was adopted each time
+    assert env.metric("cloner_provision_retries_total", engine="postgres", step="ready") == 2
+
+
+async def test_transient_failures_exhausting_max_attempts_fail_with_the_last_error(
+    make_env: EnvFactory,
+) -> None:
+    """With max_attempts=2 a persistent NotReady fails on attempt 2 and compensates."""
+    env = await make_env(max_attempts=2)
+    env.engine.fail["wait_ready"] = NotReady("the database system is starting up")
+    await env.create()
+
+    first = await env.work_once()
+    assert first.status is RequestStatus.QUEUED
+    second = await env.work_once()
+
+    assert second.status is RequestStatus.FAILED
+    assert second.attempts == 2
+    assert (second.last_error or "").startswith("ready: the database system is starting up")
+    tenant = await env.tenant()
+    assert tenant.status is Status.FAILED
+    assert tenant.error is not None
+    assert tenant.error["step"] == "ready"
+    assert tenant.error["class"] == "NotReady"
+    assert tenant.error["attempt"] == 2
+    assert env.runtime.containers == {}
+    assert env.runtime.volumes == {}
+    assert env.metric("cloner_provision_retries_total", engine="postgres", step="ready") == 1
+    assert env.metric("cloner_provisions_total", engine="postgres", outcome="failure",
+                      error_class="NotReady") == 1
+
+
+async def test_container_dying_while_starting_fails_ready_before_the_probe_times_out(
+    env: Env,
+) -> None:
+    """The ready watchdog notices an exited container and retries with its log tail."""
+    env.engine.hold["wait_ready"] = asyncio.Event()  # the probe alone would wait 60 s
+    env.runtime.logs[container_name("acme")] = "PANIC: could not write to file"
+    await env.create()
+    request = await env.claim()
+    task = asyncio.create_task(Worker(env.app, "w").process(request))
+    await env.engine.wait_entered("wait_ready")
+    env.runtime.set_status(container_name("acme"), "exited")
+    await asyncio.wait_for(task, timeout=5.0)
+
+    stored = await env.request(request.id)
+    assert stored.status is RequestStatus.QUEUED
+    tenant = await env.tenant()
+    assert tenant.status is Status.PROVISIONING
+    assert tenant.error is not None
+    assert tenant.error["step"] == "ready"
+    assert "exited while starting" in tenant.error["reason"]
+    assert "PANIC: could not write to file" in tenant.error["reason"]
+
+
+# ----------------------------------------------------------------------- shutdown
+
+
+async def test_cancelled_worker_releases_the_request_without_charging_an_attempt(
+    env: Env,
+) -> None:
+    """Shutdown mid-pipeline hands the request back queued with attempts restored."""
+    env.engine.hold["wait_ready"] = asyncio.Event()
+    created = await env.create()
+    request = await env.claim()
+    assert request.attempts == 1
+    task = asyncio.create_task(Worker(env.app, "w").process(request))
+    await env.engine.wait_entered("wait_ready")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    stored = await env.request(created.id)
+    assert stored.status is RequestStatus.QUEUED
+    assert stored.attempts == 0
+    tenant = await env.tenant()
+    assert tenant.status is Status.PROVISIONING
+    assert tenant.error is None
+    assert container_name("acme") in env.runtime.containers  # kept for the resume
+    assert env.engine.hooks() == ["container_spec", "wait_ready"]
+    assert env.app.metrics.workers_busy._value.get() == 0
+
+    env.engine.hold["wait_ready"].set()
+    resumed = await env.work_once()
+    assert resumed.id == created.id
+    assert resumed.status is RequestStatus.DONE
+    assert resumed.attempts == 1
+    assert (await env.tenant()).status is Status.READY
+    assert len(env.runtime.containers) == 1
+
+
+# --------------------------------------------------------------------- lease lost
+
+
+async def test_worker_that_lost_its_lease_stops_without_writing_ready(
+    make_env: EnvFactory,
+) -> None:
+    """When another owner re-takes an expired lease, the first worker stops, writes nothing."""
+    env = await make_env(lease_ttl_s=0.05, heartbeat_interval_s=0.3)
+    env.engine.hold["wait_ready"] = asyncio.Event()
+    created = await env.create()
+    request = await env.claim()
+    task = asyncio.create_task(Worker(env.app, "w").process(request))
+    await env.engine.wait_entered("wait_ready")
+    await asyncio.sleep(0.1)  # lease (50 ms) expired; the first renewal is due at 300 ms
+    stolen = await env.cp.claim("other-daemon", 30.0)
+    assert stolen is not None
+    assert stolen.id == created.id
+    assert stolen.attempts == 2
+    env.engine.hold["wait_ready"].set()  # the first worker could go on now, but must not
+    await asyncio.wait_for(task, timeout=2.0)
+
+    assert task.exception() is None
+    tenant = await env.tenant()
+    assert tenant.status is Status.PROVISIONING
+    assert tenant.error is None
+    stored = await env.request(created.id)
+    assert stored.status is RequestStatus.RUNNING
+    assert stored.attempts == 2
+    assert "apply_templates" not in env.engine.hooks()
+    assert container_name("acme") in env.runtime.containers  # no compensation
+    assert volume_name("acme") in env.runtime.volumes
+    assert env.metric("cloner_provisions_total", engine="postgres", outcome="success",
+                      error_class="") == 0
