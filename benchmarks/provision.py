@@ -53,6 +53,73 @@ async def container_memory_bytes(app: App, names: list[str]) -> list[int]:
     return await asyncio.to_thread(read)
 
 
+async def provision_all(
+    app: App, args: argparse.Namespace
+) -> tuple[dict[str, float], float]:
+    """Enqueue every tenant, run the workers; per-tenant enqueue→finish seconds, wall time."""
+    service = TenantService(app)
+    enqueued_at: dict[str, float] = {}
+    requests = []
+    for i in range(args.count):
+        tenant_id = f"bench-{i:03d}"
+        enqueued_at[tenant_id] = time.monotonic()
+        requests.append(await service.create(
+            tenant_id, args.engine, INDUSTRIES[i % len(INDUSTRIES)]))
+    stop = asyncio.Event()
+    e2e: dict[str, float] = {}
+
+    async def watch() -> None:
+        while len(e2e) < len(requests):
+            for r in requests:
+                current = await app.control_plane.get_request(r.id)
+                if r.tenant_id not in e2e and current and current.status in (
+                        RequestStatus.DONE, RequestStatus.FAILED):
+                    e2e[r.tenant_id] = time.monotonic() - enqueued_at[r.tenant_id]
+            await asyncio.sleep(0.02)
+        stop.set()
+
+    started = time.monotonic()
+    workers = [Worker(app, f"bench-{n}") for n in range(args.concurrency)]
+    await asyncio.gather(watch(), *(w.run(stop) for w in workers))
+    return e2e, time.monotonic() - started
+
+
+def print_row(name: str, values: list[float]) -> None:
+    """One line of the table: p50, p95, max."""
+    print(f"{name:<22}{percentile(values, 50):>9.3f}{percentile(values, 95):>9.3f}"
+          f"{max(values):>9.3f}")
+
+
+async def report(app: App, args: argparse.Namespace, e2e: dict[str, float],
+                 wall: float) -> None:
+    """Print per-step percentiles, end-to-end figures and memory."""
+    tenants = await app.control_plane.list_tenants()
+    ready = [t for t in tenants if t.status.value == "ready"]
+    failed = [t for t in tenants if t.status.value != "ready"]
+    steps: dict[str, list[float]] = {s: [] for s in PROVISION_STEPS}
+    for t in ready:
+        for step, seconds in t.timings.get("steps", {}).items():
+            steps.setdefault(step, []).append(float(seconds))
+    print(f"\nengine={args.engine} tenants={args.count} concurrency={args.concurrency} "
+          f"ready={len(ready)} failed={len(failed)} wall={wall:.1f}s")
+    print(f"{'step':<22}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
+    for step, values in steps.items():
+        if values:
+            print_row(step, values)
+    if ready:
+        print_row("dequeue->ready", [float(t.timings["total_s"]) for t in ready])
+        print_row("enqueue->ready", [e2e[t.tenant_id] for t in ready])
+        await asyncio.sleep(args.settle_s)
+        memory = await container_memory_bytes(
+            app, [t.container_name for t in ready if t.container_name])
+        print(f"idle tenant container memory: median {statistics.median(memory) / 2**20:.1f} "
+              f"MiB, max {max(memory) / 2**20:.1f} MiB (after {args.settle_s:.0f}s)")
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"cloner process peak RSS: {peak_kib / 1024:.1f} MiB")
+    for t in failed:
+        print(f"FAILED {t.tenant_id}: {t.error}")
+
+
 async def run(args: argparse.Namespace) -> None:
     """Provision, measure, print, clean up."""
     configure_logging("warning", "json")
@@ -62,68 +129,8 @@ async def run(args: argparse.Namespace) -> None:
     async with App.open(settings) as app:
         try:
             await app.runtime.ping()
-            service = TenantService(app)
-            enqueued_at: dict[str, float] = {}
-            requests = []
-            for i in range(args.count):
-                tenant_id = f"bench-{i:03d}"
-                enqueued_at[tenant_id] = time.monotonic()
-                requests.append(await service.create(
-                    tenant_id, args.engine, INDUSTRIES[i % len(INDUSTRIES)]))
-            stop = asyncio.Event()
-            finished_at: dict[str, float] = {}
-
-            async def watch() -> None:
-                while len(finished_at) < len(requests):
-                    for r in requests:
-                        if r.tenant_id in finished_at:
-                            continue
-                        current = await app.control_plane.get_request(r.id)
-                        if current and current.status in (RequestStatus.DONE,
-                                                          RequestStatus.FAILED):
-                            finished_at[r.tenant_id] = time.monotonic()
-                    await asyncio.sleep(0.02)
-                stop.set()
-
-            started = time.monotonic()
-            workers = [Worker(app, f"bench-{n}") for n in range(args.concurrency)]
-            await asyncio.gather(watch(), *(w.run(stop) for w in workers))
-            wall = time.monotonic() - started
-
-            tenants = await app.control_plane.list_tenants()
-            ready = [t for t in tenants if t.status.value == "ready"]
-            failed = [t for t in tenants if t.status.value != "ready"]
-            steps: dict[str, list[float]] = {s: [] for s in PROVISION_STEPS}
-            totals = []
-            for t in ready:
-                for step, seconds in t.timings.get("steps", {}).items():
-                    steps.setdefault(step, []).append(float(seconds))
-                totals.append(float(t.timings["total_s"]))
-            e2e = [finished_at[t.tenant_id] - enqueued_at[t.tenant_id] for t in ready]
-
-            print(f"\nengine={args.engine} tenants={args.count} concurrency={args.concurrency} "
-                  f"ready={len(ready)} failed={len(failed)} wall={wall:.1f}s")
-            print(f"{'step':<22}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
-            for step, values in steps.items():
-                if values:
-                    print(f"{step:<22}{percentile(values, 50):>9.3f}"
-                          f"{percentile(values, 95):>9.3f}{max(values):>9.3f}")
-            if totals:
-                print(f"{'dequeue->ready':<22}{percentile(totals, 50):>9.3f}"
-                      f"{percentile(totals, 95):>9.3f}{max(totals):>9.3f}")
-                print(f"{'enqueue->ready':<22}{percentile(e2e, 50):>9.3f}"
-                      f"{percentile(e2e, 95):>9.3f}{max(e2e):>9.3f}")
-            if ready:
-                await asyncio.sleep(args.settle_s)
-                memory = await container_memory_bytes(
-                    app, [t.container_name for t in ready if t.container_name])
-                print(f"idle tenant container memory: median "
-                      f"{statistics.median(memory) / 2**20:.1f} MiB, max "
-                      f"{max(memory) / 2**20:.1f} MiB (after {args.settle_s:.0f}s)")
-            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            print(f"cloner process peak RSS: {peak_kib / 1024:.1f} MiB")
-            for t in failed:
-                print(f"FAILED {t.tenant_id}: {t.error}")
+            e2e, wall = await provision_all(app, args)
+            await report(app, args, e2e, wall)
         finally:
             if not args.keep:
                 owned = await app.runtime.owned()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloner import constants
@@ -65,6 +65,16 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        # A heartbeat slower than the lease would let every long step lose its lease.
+        if self.heartbeat_interval_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be shorter than "
+                f"lease_ttl_s ({self.lease_ttl_s})"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

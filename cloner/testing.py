@@ -501,6 +501,7 @@ class FakeEngine:
         if not data.startswith(DUMP_MAGIC):
             partial.unlink(missing_ok=True)
             raise BackupError(f"fake dump of {target.tenant_id} produced no valid archive")
+        await asyncio.to_thread(partial.chmod, 0o600)
         await asyncio.to_thread(partial.replace, dest)
         return BackupResult(dest, size, hashlib.sha256(data).hexdigest(), "pg_dump-custom")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -84,6 +85,16 @@ class Worker:
                 self.busy = False
                 self.app.metrics.workers_busy.dec()
 
+    def _lease_check(self, request: Request) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            renewed = await self.app.control_plane.renew(
+                request.id, self.app.owner_id, self.app.settings.lease_ttl_s
+            )
+            if not renewed:
+                raise LeaseLost()
+
+        return check
+
     async def _heartbeat(self, request: Request, work: asyncio.Task[None]) -> None:
         settings = self.app.settings
         while not work.done():
@@ -102,14 +113,13 @@ class Worker:
         if (request.kind is RequestKind.PROVISION and tenant is not None
                 and tenant.request_id == request.id and tenant.status is Status.FAILED):
             # Redelivered after the failure was recorded: only the queue is behind.
-            await asyncio.shield(cp.fail(request.id, owner, str(tenant.error)))
+            error = tenant.error or {}
+            line = f"{error.get('step')}: {error.get('reason')}"
+            await asyncio.shield(cp.fail(request.id, owner, line))
             return
         try:
             if request.kind is RequestKind.PROVISION:
-                await self.app.provisioner.run(request)
-                self.app.metrics.provisions.labels(
-                    engine=request.payload.get("engine", "?"), outcome="success", error_class="",
-                ).inc()
+                await self.app.provisioner.run(request, checkpoint=self._lease_check(request))
             else:
                 await self.app.deprovisioner.run(request)
         except StepFailed as failure:
@@ -130,7 +140,8 @@ class Worker:
             "attempt": request.attempts, "transient": failure.transient,
         }
         line = f"{failure.step}: {failure.reason}"
-        engine = str(request.payload.get("engine", "?"))
+        tenant = await cp.get_tenant(request.tenant_id)
+        engine = tenant.engine.value if tenant else str(request.payload.get("engine", "unknown"))
         if failure.transient and request.attempts < settings.max_attempts:
             delay = backoff_s(request.attempts, settings.backoff_base_s, settings.backoff_cap_s)
             log.warning("worker.retry", step=failure.step, reason=failure.reason,

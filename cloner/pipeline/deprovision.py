@@ -65,7 +65,7 @@ class Deprovisioner:
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
             return await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
-                status=final, event=final.value,
+                status=final, error=None, event=final.value,
                 event_detail={"backup": (backup or {}).get("path")},
             ))
         except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ from cloner.runtime import ContainerInfo
 from cloner.secrets import generate_credentials
 
 log = get_logger(__name__)
+
+#: Called between steps; raises to stop the run (e.g. the lease was lost).
+Checkpoint = Callable[[], Awaitable[None]]
 
 PROVISION_STEPS = (
     "validate", "reserve", "resolve", "start", "ready", "template", "rbac", "verify", "register",
@@ -113,15 +117,26 @@ class Provisioner:
     def __init__(self, services: Services) -> None:
         self.s = services
 
-    async def run(self, request: Request) -> Tenant:
-        """Provision the tenant of ``request``; raise ``StepFailed`` on failure."""
+    async def run(self, request: Request, checkpoint: Checkpoint | None = None) -> Tenant:
+        """Provision the tenant of ``request``; raise ``StepFailed`` on failure.
+
+        ``checkpoint`` runs before every step: the worker uses it to confirm it
+        still holds the lease, so a worker whose lease was re-taken stops at the
+        next step boundary instead of writing over its successor.
+        """
         run = ProvisionRun(request)
         existing = await self.s.control_plane.get_tenant(request.tenant_id)
-        if existing and existing.request_id == request.id and existing.status is Status.READY:
-            # Redelivered after the registry said ready but before the queue heard of it.
+        if existing and existing.request_id == request.id and existing.status not in (
+            Status.REQUESTED, Status.PROVISIONING
+        ):
+            # Redelivered after this request reached its outcome (ready, and maybe
+            # degraded or deprovisioned since) but before the queue heard of it: running
+            # the steps again could only fail and compensate away a live tenant's data.
             return existing
         started = time.monotonic()
         for step in PROVISION_STEPS:
+            if checkpoint is not None:
+                await checkpoint()
             with structlog.contextvars.bound_contextvars(step=step):
                 step_started = time.monotonic()
                 try:
@@ -147,6 +162,9 @@ class Provisioner:
         self.s.metrics.provision_duration.labels(
             engine=run.spec.engine.value, step="total"
         ).observe(total)
+        self.s.metrics.provisions.labels(
+            engine=run.spec.engine.value, outcome="success", error_class=""
+        ).inc()
         tenant = await self.s.control_plane.get_tenant(run.tenant_id)
         assert tenant is not None
         log.info("provision.ready", seconds=round(total, 3),

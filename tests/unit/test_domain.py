@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -324,3 +325,13 @@ def test_credentials_repr_hides_every_password() -> None:
         "app-secret-666777",
     }
 
+
+
+def test_settings_refuse_heartbeat_not_shorter_than_lease(tmp_path: Path) -> None:
+    """A heartbeat interval at or above the lease TTL is refused at startup."""
+    from pydantic import ValidationError
+
+    from cloner.settings import Settings
+
+    with pytest.raises(ValidationError, match="must be shorter than lease_ttl_s"):
+        Settings(data_dir=tmp_path, lease_ttl_s=10, heartbeat_interval_s=10)

@@ -18,7 +18,7 @@ import pytest
 
 from cloner import constants
 from cloner.app import App
-from cloner.controlplane import SQLiteControlPlane
+from cloner.controlplane import SQLiteControlPlane, TenantUpdate
 from cloner.daemon.worker import Worker
 from cloner.domain import Request, RequestStatus, Status, Tenant, container_name, volume_name
 from cloner.errors import TemplateError
@@ -363,3 +363,25 @@ async def test_recreate_after_kept_failure_replaces_container_and_secrets(
     assert container.labels[constants.LABEL_REQUEST] == second.id
     assert container.spec.env != kept.spec.env  # bootstrap secret generated afresh
     assert env.runtime.volumes[volume_name("acme")][constants.LABEL_REQUEST] == second.id
+
+
+async def test_redelivered_request_of_degraded_tenant_keeps_its_data(env: Env) -> None:
+    """Crash after READY, health marks it DEGRADED, then redelivery: the data must survive."""
+    created = await env.create()
+    first = await env.cp.claim("crashed-daemon", 30.0)
+    assert first is not None
+    await env.app.provisioner.run(first)
+    await env.cp.update_tenant("acme", TenantUpdate(status=Status.DEGRADED))
+    await env.cp.db.execute(
+        "UPDATE requests SET lease_expires_at = 0 WHERE id = ?", (created.id,)
+    )
+    hooks_before = list(env.engine.calls)
+    request = await env.work_once()
+
+    assert request.status is RequestStatus.DONE
+    assert env.engine.calls == hooks_before
+    assert volume_name("acme") in env.runtime.volumes
+    assert container_name("acme") in env.runtime.containers
+    tenant = await env.tenant()
+    assert tenant.status is Status.DEGRADED
+    assert tenant.error is None
