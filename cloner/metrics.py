@@ -57,6 +57,50 @@ class Metrics:
             "cloner_backup_last_size_bytes", "Size of the last backup, by engine.",
             ["engine"], registry=r,
         )
+        self.backup_duration = Histogram(
+            "cloner_backup_duration_seconds", "Duration of backups, by engine.",
+            ["engine"], buckets=constants.PROVISION_BUCKETS_S, registry=r,
+        )
+        self.tenant_up = Gauge(
+            "cloner_tenant_up", "1 if the tenant database answered its last health probe.",
+            ["tenant", "engine"], registry=r,
+        )
+        self.tenant_probe_seconds = Gauge(
+            "cloner_tenant_probe_seconds", "Latency of the last health probe.",
+            ["tenant", "engine"], registry=r,
+        )
+        self.tenant_memory_bytes = Gauge(
+            "cloner_tenant_memory_bytes", "Memory used by the tenant container (minus cache).",
+            ["tenant", "engine"], registry=r,
+        )
+        self.tenant_cpu_ratio = Gauge(
+            "cloner_tenant_cpu_ratio", "CPU used by the tenant container, in cores.",
+            ["tenant", "engine"], registry=r,
+        )
+        self.health_transitions = Counter(
+            "cloner_health_transitions_total", "ready <-> degraded transitions, by target state.",
+            ["to"], registry=r,
+        )
+        self.reconcile_actions = Counter(
+            "cloner_reconcile_actions_total", "Actions taken by the reconciler, by action.",
+            ["action"], registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "cloner_reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconciler pass that completed.", registry=r,
+        )
+        self.runtime_up = Gauge(
+            "cloner_runtime_up", "1 if the container runtime (Docker) answered the last check.",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "cloner_http_requests_total", "HTTP requests served, by route, method and status.",
+            ["route", "method", "status"], registry=r,
+        )
+        self.http_duration = Histogram(
+            "cloner_http_request_duration_seconds", "HTTP request latency, by route.",
+            ["route"], registry=r,
+        )
         self.workers_busy = Gauge(
             "cloner_workers_busy", "Workers currently running a request.", registry=r,
         )

@@ -98,6 +98,8 @@ class Deprovisioner:
         await asyncio.to_thread(_write_manifest, result.path, record)
         self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="success").inc()
         self.s.metrics.backup_size.labels(engine=tenant.engine.value).set(result.size_bytes)
+        self.s.metrics.backup_duration.labels(engine=tenant.engine.value).observe(
+            record["duration_s"])
         await self.s.control_plane.update_tenant(tenant.tenant_id, TenantUpdate(
             backup=record, event="backup", event_detail=record,
         ))
