@@ -32,6 +32,8 @@ import docker
 import docker.errors
 from docker.utils import parse_repository_tag
 
+from cloner.errors import ImageError
+
 __all__ = [
     "RECIPES",
     "EngineRecipe",
@@ -72,7 +74,7 @@ COMMON_PATH_EXCLUDES: tuple[str, ...] = (
 )
 
 
-class ImageBuildError(Exception):
+class ImageBuildError(ImageError):
     """An offline image build failed.
 
     The message is one line: the failing step or command and the tail of its
