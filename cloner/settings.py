@@ -63,8 +63,25 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=120.0, gt=0)
     keep_failed: bool = False
 
+    # Reconciler and health monitor (RELIABILITY.md: reconcile 15 s, orphan grace 2x lease TTL).
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
+    orphan_grace_s: float = Field(default=60.0, ge=0)
+    health_interval_s: float = Field(default=15.0, gt=0)
+    isolation_interval_s: float = Field(default=600.0, gt=0)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("control_plane_url")
+    @classmethod
+    def _supported_control_plane(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            value.startswith("sqlite:///") and len(value) > len("sqlite:///")
+        ):
+            raise ValueError(
+                "only sqlite:///ABSOLUTE/PATH is supported (PostgreSQL control plane: later)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Settings:

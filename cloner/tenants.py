@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from cloner.app import App
@@ -26,7 +27,28 @@ from cloner.domain import (
     validate_version,
 )
 from cloner.engines import get_engine
-from cloner.errors import InvalidInput, InvalidTransition, TenantNotFound, TimeoutExceeded
+from cloner.errors import (
+    InvalidInput,
+    InvalidTransition,
+    TenantExists,
+    TenantNotFound,
+    TimeoutExceeded,
+)
+
+#: States in which a repeated, identical create is answered with the request that made the
+#: tenant: it is on its way, or there. Failed and purged tenants are created anew instead.
+_LIVE = frozenset({Status.REQUESTED, Status.PROVISIONING, Status.READY, Status.DEGRADED})
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an idempotent create: which request provisions the tenant."""
+
+    request_id: str
+    tenant_id: str
+    status: Status
+    #: False when an identical earlier create was found and nothing was enqueued.
+    created: bool
 
 
 class TenantService:
@@ -56,13 +78,56 @@ class TenantService:
     ) -> Request:
         """Validate and enqueue a provisioning request."""
         spec = self.validate_spec(tenant_id, engine, industry, template_version)
-        payload = {
-            "engine": spec.engine.value, "industry": spec.industry.value,
-            "template_version": spec.template_version,
-        }
         return await self.app.control_plane.enqueue(
-            spec, RequestKind.PROVISION, spec.tenant_id, payload
+            spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec)
         )
+
+    async def create_or_get(
+        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None
+    ) -> Accepted:
+        """Like ``create``, but a repeat of the same spec returns the original request.
+
+        Signup flows retry (timeouts, double submits). While the tenant is live
+        (requested, provisioning, ready or degraded), a create with the same
+        engine, industry and effective template version (explicit, or the
+        latest) enqueues nothing and answers the request that created it; a
+        different spec is ``TenantExists``. Failed and purged tenants are
+        created anew, as with ``create``.
+        """
+        spec = self.validate_spec(tenant_id, engine, industry, template_version)
+        found = await self._same_live_spec(spec)
+        if found is not None:
+            return found
+        try:
+            request = await self.app.control_plane.enqueue(
+                spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec)
+            )
+        except TenantExists:
+            # An identical create may have won the race between the check and the enqueue
+            # (the enqueue transaction is what serialises them): answer with its request.
+            found = await self._same_live_spec(spec)
+            if found is None:
+                raise
+            return found
+        return Accepted(request.id, spec.tenant_id, Status.REQUESTED, created=True)
+
+    async def _same_live_spec(self, spec: TenantSpec) -> Accepted | None:
+        tenant = await self.app.control_plane.get_tenant(spec.tenant_id)
+        if tenant is None or tenant.status not in _LIVE or tenant.request_id is None:
+            return None
+        active = await self.app.control_plane.active_request(spec.tenant_id)
+        if active is not None and active.kind is not RequestKind.PROVISION:
+            # Still ready, but a delete is queued: "created" would be a lie in a moment.
+            raise TenantExists(
+                f"tenant {spec.tenant_id!r} is being deleted (request {active.id}); "
+                "create it again once it is purged, or choose another id"
+            )
+        if tenant.spec != spec:
+            raise TenantExists(
+                f"tenant {spec.tenant_id!r} already exists as {_describe(tenant.spec)}; "
+                f"this request asks for {_describe(spec)}: delete it first or choose another id"
+            )
+        return Accepted(tenant.request_id, tenant.tenant_id, tenant.status, created=False)
 
     async def delete(self, tenant_id: str, *, purge: bool) -> Request:
         """Enqueue a deprovisioning request (backup first, volume kept unless purge)."""
@@ -151,9 +216,23 @@ class TenantService:
         }
 
 
+def _payload(spec: TenantSpec) -> dict[str, Any]:
+    return {
+        "engine": spec.engine.value, "industry": spec.industry.value,
+        "template_version": spec.template_version,
+    }
+
+
+def _describe(spec: TenantSpec) -> str:
+    return (
+        f"engine={spec.engine.value} industry={spec.industry.value} "
+        f"template_version={spec.template_version}"
+    )
+
+
 def _role_names(tenant_id: str) -> dict[str, str]:
     base = tenant_id.replace("-", "_")
     return {role: f"{base}_{role}" for role in ("owner", "app", "readonly")}
 
 
-__all__ = ["Industry", "TenantService"]
+__all__ = ["Accepted", "Industry", "TenantService"]

@@ -28,7 +28,8 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 from urllib.parse import quote
@@ -56,7 +57,14 @@ from cloner.engines.base import (
 )
 from cloner.errors import BackupError, NotReady, RuntimeFault, RuntimeUnavailable
 from cloner.metrics import Metrics
-from cloner.runtime.base import ContainerInfo, ContainerSpec, OwnedResources, Runtime
+from cloner.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStats,
+    OwnedResources,
+    Runtime,
+    VolumeInfo,
+)
 from cloner.secrets import Vault
 from cloner.settings import Settings
 
@@ -64,6 +72,7 @@ if TYPE_CHECKING:
     from cloner.runtime.docker import DockerRuntime
 
 __all__ = [
+    "DEFAULT_STATS",
     "DUMP_MAGIC",
     "FAKE_CHECKS",
     "FakeContainer",
@@ -87,6 +96,10 @@ FAKE_CHECKS = (
 )
 
 _FIRST_HOST_PORT = 49153
+
+#: What ``InMemoryRuntime.stats`` answers for a running container unless told otherwise.
+DEFAULT_STATS = ContainerStats(memory_bytes=32 * 1024 * 1024, cpu_cores=0.02,
+                               memory_limit_bytes=256 * 1024 * 1024)
 
 D = TypeVar("D", bound=EngineDriver)
 
@@ -119,13 +132,14 @@ class FakeContainer:
     networks: tuple[str, ...]
     volume_name: str
     spec: ContainerSpec
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def info(self) -> ContainerInfo:
         """What a runtime reports about this container."""
         return ContainerInfo(
             id=self.id, name=self.name, status=self.status, labels=dict(self.labels),
             image=self.image, host_ip=self.host_ip, host_port=self.host_port,
-            networks=self.networks, ip_address=None,
+            networks=self.networks, ip_address=None, created_at=self.created_at,
         )
 
 
@@ -142,6 +156,11 @@ class InMemoryRuntime:
     makes the next call raise once; ``fail["exec_to_file"] = exc`` makes every
     call raise until removed. Every call is appended to ``calls`` as
     ``(method, subject)`` before any fault is raised.
+
+    Containers and volumes are stamped with their creation time
+    (``FakeContainer.created_at``, ``volume_created``); ``backdate`` ages them
+    so orphan-grace logic can be tested without sleeping. ``stats`` answers
+    ``stats_result`` for running containers (a small default sample otherwise).
     """
 
     def __init__(self, install_id: str = "test-install") -> None:
@@ -149,6 +168,10 @@ class InMemoryRuntime:
         self.containers: dict[str, FakeContainer] = {}
         #: volume name → labels
         self.volumes: dict[str, dict[str, str]] = {}
+        #: volume name → creation time (kept in step with ``volumes``)
+        self.volume_created: dict[str, datetime] = {}
+        #: container name → what ``stats`` answers while it runs (default: ``DEFAULT_STATS``)
+        self.stats_result: dict[str, ContainerStats] = {}
         #: network name → inter-container traffic enabled (``False`` is the isolated kind)
         self.networks: dict[str, bool] = {}
         self.images: set[str] = set()
@@ -191,6 +214,14 @@ class InMemoryRuntime:
     def set_status(self, name: str, status: str) -> None:
         """Simulate a container changing state behind our back (``exited``, ``dead`` …)."""
         self.containers[name].status = status
+
+    def backdate(self, name: str, seconds: float) -> None:
+        """Make the container and/or volume called ``name`` ``seconds`` older."""
+        delta = timedelta(seconds=seconds)
+        if name in self.containers:
+            self.containers[name].created_at -= delta
+        if name in self.volume_created:
+            self.volume_created[name] -= delta
 
     # ------------------------------------------------------------- protocol
 
@@ -248,6 +279,7 @@ class InMemoryRuntime:
                 return
         # Absent, or left over from an earlier request: a new request starts empty.
         self.volumes[name] = self._labels(labels)
+        self.volume_created[name] = datetime.now(UTC)
 
     async def inspect(self, name: str) -> ContainerInfo | None:
         """The container if it exists and is ours."""
@@ -279,6 +311,7 @@ class InMemoryRuntime:
         labels = self.volumes.get(name)
         if labels is not None and self._ours(labels):
             del self.volumes[name]
+            self.volume_created.pop(name, None)
 
     async def volume_exists(self, name: str) -> bool:
         """True if the volume exists (ours or not, as with Docker)."""
@@ -327,11 +360,23 @@ class InMemoryRuntime:
     async def owned(self) -> OwnedResources:
         """Containers and volumes labelled with this install id, and the networks."""
         self._enter("owned")
+        volumes = [(n, labels) for n, labels in self.volumes.items() if self._ours(labels)]
         return OwnedResources(
             containers=tuple(c.info() for c in self.containers.values() if self._ours(c.labels)),
-            volumes=tuple(n for n, labels in self.volumes.items() if self._ours(labels)),
+            volumes=tuple(n for n, _labels in volumes),
             networks=tuple(self.networks),
+            volume_info=tuple(
+                VolumeInfo(n, dict(labels), self.volume_created.get(n)) for n, labels in volumes
+            ),
         )
+
+    async def stats(self, name: str) -> ContainerStats | None:
+        """``stats_result[name]`` (or ``DEFAULT_STATS``) for a running container of ours."""
+        self._enter("stats", name)
+        container = self.containers.get(name)
+        if container is None or not self._ours(container.labels) or container.status != "running":
+            return None
+        return self.stats_result.get(name, DEFAULT_STATS)
 
     async def image_exists(self, image: str) -> bool:
         """True if the image was pulled (or added to ``images``)."""
@@ -364,6 +409,9 @@ class FakeEngine:
       returns once a hook has started.
     - ``failing_checks`` names checks of ``FAKE_CHECKS`` that ``prove_isolation``
       reports as failed.
+    - ``probe_seconds`` is what a successful ``probe`` answers (fail it like any
+      other hook: ``fail["probe"] = NotReady(...)``); ``probed`` records the
+      endpoint each tenant was last probed at.
 
     ``calls`` lists ``(hook, tenant_id)`` in call order; ``backup`` dumps through
     the runtime's ``exec_to_file`` and checks the ``PGDMP`` magic like the real
@@ -399,6 +447,10 @@ class FakeEngine:
         self.connection_limits: dict[str, int] = {}
         self.warnings: list[str] = []
         self.restored: list[tuple[str, Path]] = []
+        #: what ``probe`` answers (seconds) when it does not fail
+        self.probe_seconds = 0.001
+        #: tenant id → endpoint its last successful ``probe`` reached
+        self.probed: dict[str, Endpoint] = {}
         self._entered: dict[str, asyncio.Event] = {}
 
     def hooks(self, tenant_id: str | None = None) -> list[str]:
@@ -459,6 +511,19 @@ class FakeEngine:
             if not deadline.expired():
                 raise
             raise NotReady(f"fake server not ready after {timeout_s:g}s") from exc
+
+    async def probe(self, target: TenantTarget, timeout_s: float) -> float:
+        """``probe_seconds`` unless delayed, held or failing; ``NotReady`` past ``timeout_s``."""
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                await self._enter("probe", target.tenant_id)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise NotReady(f"fake server did not answer the probe within {timeout_s:g}s") from exc
+        self.probed[target.tenant_id] = target.endpoint
+        return self.probe_seconds
 
     async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
         """Remember which templates were applied."""

@@ -81,6 +81,11 @@ class SQLiteControlPlane:
 
     async def open(self) -> None:
         """Connect, set pragmas and migrate."""
+        # Refuse what SQLite would refuse before aiosqlite starts its thread: a failed
+        # aiosqlite.connect leaves that thread reporting to a loop that may be gone.
+        problem = await asyncio.to_thread(_unusable_reason, self.path)
+        if problem:
+            raise ControlPlaneError(f"cannot open control plane {self.path}: {problem}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=5.0)
@@ -97,6 +102,10 @@ class SQLiteControlPlane:
                 f"cannot open control plane {self.path}: {exc}; "
                 "check the file's permissions and that it is an SQLite database"
             ) from exc
+        except BaseException:
+            # e.g. locked during migration: the aiosqlite thread must not outlive us.
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the connection."""
@@ -377,6 +386,22 @@ class SQLiteControlPlane:
         """Daemons with a recent heartbeat."""
         rows = await self._read("live_daemons", since=time.time() - within_s)
         return [dict(r) for r in rows]
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _unusable_reason(path: Path) -> str | None:
+    """Why ``path`` cannot be a control-plane file, or None if it can."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as handle:
+            if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                return "it is not an SQLite database"
+    if path.parent.exists() and not path.parent.is_dir():
+        return f"{path.parent} is not a directory"
+    return None
 
 
 def _encode(value: Any) -> Any:

@@ -1,8 +1,9 @@
-"""``cloner serve``: workers, HTTP, heartbeat and metrics in one TaskGroup.
+"""``cloner serve``: workers, reconciler, health monitor, HTTP, heartbeat and metrics.
 
-Stopping: SIGTERM/SIGINT set the stop event → workers take no new request →
-in-flight work gets ``shutdown_grace_s`` → the rest is cancelled and its
-leases released → HTTP stops. Any background task dying stops the daemon
+All run in one TaskGroup. Stopping: SIGTERM/SIGINT set the stop event →
+workers take no new request, the reconciler and health monitor start no new
+pass → in-flight work gets ``shutdown_grace_s`` → the rest is cancelled and
+its leases released → HTTP stops. Any background task dying stops the daemon
 loudly instead of leaving it half-alive.
 """
 
@@ -13,9 +14,12 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from cloner.app import App
+from cloner.daemon.health import HealthMonitor
 from cloner.daemon.http import make_server
+from cloner.daemon.reconciler import Reconciler
 from cloner.daemon.worker import Worker
 from cloner.logging import get_logger
 from cloner.settings import Settings
@@ -42,6 +46,8 @@ class Daemon:
         self.app = app
         self.stop = asyncio.Event()
         self.workers = [Worker(app, f"worker-{i}") for i in range(app.settings.workers)]
+        self.reconciler = Reconciler(app)
+        self.health = HealthMonitor(app)
 
     async def run(self) -> None:
         """Serve until stopped by a signal or by ``self.stop``."""
@@ -60,8 +66,16 @@ class Daemon:
                 workers = [
                     group.create_task(self._supervised(w), name=w.name) for w in self.workers
                 ]
+                watchers = [
+                    group.create_task(self._watched("reconciler", self.reconciler.run),
+                                      name="reconciler"),
+                    group.create_task(self._watched("health", self.health.run), name="health"),
+                ]
                 await self.stop.wait()
-                await self._drain(workers)
+                # Workers and watchers stop together: a repair waiting for a database to
+                # start gets the same grace as a provisioning step, then is cancelled (the
+                # next daemon's first pass picks it up again).
+                await self._drain([*workers, *watchers])
                 server.should_exit = True
                 await http
         finally:
@@ -82,6 +96,18 @@ class Daemon:
             raise
         except Exception:
             log.exception("daemon.worker_crashed", worker=worker.name)
+            self.stop.set()
+            raise
+
+    async def _watched(
+        self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]
+    ) -> None:
+        try:
+            await loop(self.stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("daemon.task_crashed", task=name)
             self.stop.set()
             raise
 

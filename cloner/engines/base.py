@@ -2,7 +2,8 @@
 
 ``container_spec`` → ``wait_ready`` → ``apply_templates`` → ``apply_rbac`` →
 ``prove_isolation`` → (later) ``backup``. Every hook is idempotent: after a
-crash the pipeline calls it again and it finishes or does nothing.
+crash the pipeline calls it again and it finishes or does nothing. The health
+monitor calls ``probe`` and ``prove_isolation`` again on live tenants.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class EngineDriver(Protocol):
 
     async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
         """Probe over the real protocol until it answers; rotate the bootstrap secret."""
+
+    async def probe(self, target: TenantTarget, timeout_s: float) -> float:
+        """One health probe as the app role (connect + trivial query); seconds it took.
+
+        Raises ``NotReady`` when the database does not answer within ``timeout_s``
+        or refuses the app credentials: either way applications cannot use it.
+        """
 
     async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
         """Root then overlay, in one transaction, recorded in ``schema_info``."""

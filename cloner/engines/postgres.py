@@ -166,6 +166,31 @@ class PostgresEngine:
             f"within {timeout_s:.0f}s; last error: {type(last_error).__name__}: {last_error}"
         )
 
+    async def probe(self, target: TenantTarget, timeout_s: float) -> float:
+        """Connect as the app role to the tenant database and ``SELECT 1``; seconds taken.
+
+        The app role is what applications use, so this fails exactly when they
+        would: server down, database gone, or the app login broken.
+        """
+        started = time.monotonic()
+        app = target.credentials.roles["app"]
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await self._connect(
+                    target.endpoint, app.username, app.password, target.database,
+                    timeout_s=timeout_s,
+                )
+                try:
+                    await conn.fetchval("SELECT 1")
+                finally:
+                    await conn.close(timeout=max(timeout_s, 1.0))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise NotReady(
+                f"postgres at {target.endpoint.host}:{target.endpoint.port} failed the health "
+                f"probe as {app.username}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return time.monotonic() - started
+
     @staticmethod
     async def _set_password(conn: asyncpg.Connection, role: str, password: str) -> None:
         # A verifier, not the password, goes over the wire; and the statement is kept

@@ -21,7 +21,6 @@ from cloner import constants
 from cloner.catalog import ResolvedTemplates
 from cloner.controlplane import TenantUpdate
 from cloner.domain import (
-    CheckResult,
     Credentials,
     Endpoint,
     IsolationReport,
@@ -36,10 +35,11 @@ from cloner.domain import (
     validate_tenant_id,
     volume_name,
 )
-from cloner.engines import EngineDriver, Neighbour, TenantTarget, get_engine
+from cloner.engines import EngineDriver, TenantTarget, get_engine
 from cloner.errors import ClonerError, IsolationViolation, NotReady, TimeoutExceeded
 from cloner.logging import REDACTOR, get_logger
 from cloner.pipeline.context import Services
+from cloner.pipeline.verify import prove_isolation
 from cloner.runtime import ContainerInfo
 from cloner.secrets import generate_credentials
 
@@ -273,51 +273,11 @@ class Provisioner:
 
     async def _verify(self, run: ProvisionRun) -> None:
         assert run.engine and run.spec
-        neighbours = await self._neighbours(run)
-        checks = await run.engine.prove_isolation(run.target(), neighbours)
-        checks += await self._container_checks(run)
-        report = IsolationReport(tuple(checks))
-        for check in checks:
-            self.s.metrics.isolation_checks.labels(
-                check=check.name, outcome="passed" if check.passed else "failed"
-            ).inc()
+        report = await prove_isolation(self.s, run.spec.engine, run.engine, run.target())
         run.isolation = report
-        await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(isolation=report))
         if not report.passed:
-            failed = ", ".join(c.name for c in checks if not c.passed)
+            failed = ", ".join(c.name for c in report.checks if not c.passed)
             raise IsolationViolation(f"isolation proof failed: {failed}")
-
-    async def _neighbours(self, run: ProvisionRun) -> list[Neighbour]:
-        assert run.spec is not None and run.engine is not None
-        tenants = await self.s.control_plane.list_tenants()
-        return [
-            Neighbour(t.tenant_id, t.endpoint, run.engine.database_name(t.tenant_id))
-            for t in tenants
-            if t.tenant_id != run.tenant_id and t.engine == run.spec.engine
-            and t.status in (Status.READY, Status.DEGRADED, Status.PROVISIONING)
-            and t.endpoint is not None and t.endpoint.port is not None
-        ]
-
-    async def _container_checks(self, run: ProvisionRun) -> list[CheckResult]:
-        info = await self.s.runtime.inspect(container_name(run.tenant_id))
-        network = self.s.settings.tenant_network
-        if info is None:
-            return [CheckResult("container_exists", False, "container vanished")]
-        bind = self.s.settings.bind_host
-        port_ok = info.host_ip == bind
-        isolated = await self.s.runtime.network_isolated(network)
-        net_ok = info.networks == (network,) and isolated
-        return [
-            CheckResult(
-                "port_published_on_bind_host_only", port_ok,
-                f"published on {info.host_ip}:{info.host_port} (expected {bind})",
-            ),
-            CheckResult(
-                "own_isolated_network", net_ok,
-                f"networks {list(info.networks)}; inter-container traffic "
-                f"{'disabled' if isolated else 'ENABLED'} on {network}",
-            ),
-        ]
 
     async def _register(self, run: ProvisionRun) -> None:
         total = round(sum(run.timings.values()), 4)

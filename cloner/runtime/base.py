@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +48,8 @@ class ContainerInfo:
     host_port: int | None
     networks: tuple[str, ...]
     ip_address: str | None = None
+    #: When the runtime created it (timezone-aware); None if the runtime did not say.
+    created_at: datetime | None = None
 
     @property
     def running(self) -> bool:
@@ -55,12 +58,38 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class VolumeInfo:
+    """What the runtime reports about a data volume."""
+
+    name: str
+    labels: dict[str, str]
+    #: When the runtime created it (timezone-aware); None if the runtime did not say.
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class OwnedResources:
-    """Containers, volumes and networks carrying our labels."""
+    """Containers, volumes and networks carrying our labels.
+
+    ``volumes`` names the volumes; ``volume_info`` carries the same volumes
+    with their labels and creation times (what the reconciler judges by).
+    """
 
     containers: tuple[ContainerInfo, ...]
     volumes: tuple[str, ...]
     networks: tuple[str, ...]
+    volume_info: tuple[VolumeInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One resource-usage sample of a running container."""
+
+    #: Memory in use minus reclaimable page cache (what ``docker stats`` shows).
+    memory_bytes: int
+    #: CPU in use, in cores (1.0 = one core busy); None when the runtime had no prior sample.
+    cpu_cores: float | None
+    memory_limit_bytes: int | None = None
 
 
 class Runtime(Protocol):
@@ -109,6 +138,9 @@ class Runtime(Protocol):
 
     async def owned(self) -> OwnedResources:
         """Everything labelled as ours by this install."""
+
+    async def stats(self, name: str) -> ContainerStats | None:
+        """A resource-usage sample of a running container of ours; None if absent or stopped."""
 
     async def image_exists(self, image: str) -> bool:
         """True if the image is present locally."""

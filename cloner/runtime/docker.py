@@ -13,6 +13,7 @@ import functools
 import socket
 import struct
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,7 +24,13 @@ from docker.models.containers import Container
 from cloner import constants
 from cloner.errors import ImageError, RuntimeFault, RuntimeUnavailable
 from cloner.logging import get_logger
-from cloner.runtime.base import ContainerInfo, ContainerSpec, OwnedResources
+from cloner.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStats,
+    OwnedResources,
+    VolumeInfo,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -254,6 +261,7 @@ class DockerRuntime:
             host_port=host_port,
             networks=tuple(sorted(networks)),
             ip_address=ip,
+            created_at=_parse_time(attrs.get("Created")),
         )
 
     async def inspect(self, name: str) -> ContainerInfo | None:
@@ -409,9 +417,36 @@ class DockerRuntime:
                 containers=tuple(self._info(c) for c in containers),
                 volumes=tuple(v.name for v in volumes),
                 networks=tuple(n.name for n in networks),
+                volume_info=tuple(
+                    VolumeInfo(
+                        name=v.name, labels=dict(v.attrs.get("Labels") or {}),
+                        created_at=_parse_time(v.attrs.get("CreatedAt")),
+                    )
+                    for v in volumes
+                ),
             )
 
         return await self._run(collect)
+
+    # ----------------------------------------------------------------- stats
+
+    async def stats(self, name: str) -> ContainerStats | None:
+        """One sample from the Docker stats API; None unless the container is ours and running.
+
+        ``stream=False`` makes Docker take two readings about a second apart, so
+        ``precpu_stats`` is filled and the CPU rate can be computed; the call
+        therefore blocks for that second (in a worker thread).
+        """
+        def sample() -> ContainerStats | None:
+            container = self._get_container(name)
+            if container is None or not self._ours(container.labels):
+                return None
+            if container.status != "running":
+                return None
+            raw = container.stats(stream=False)
+            return _container_stats(raw) if isinstance(raw, dict) else None
+
+        return await self._run(sample)
 
     # ----------------------------------------------------------------- images
 
@@ -436,6 +471,50 @@ class DockerRuntime:
             )
         except (TimeoutError, RuntimeFault, RuntimeUnavailable) as exc:
             raise ImageError(f"cannot pull {image}: {exc}") from exc
+
+
+def _parse_time(value: object) -> datetime | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, ``Z``) as aware datetimes; None if unreadable."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python wants at most six fractional digits; Docker sends nine.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _container_stats(raw: dict[str, Any]) -> ContainerStats:
+    """Memory minus reclaimable cache and CPU in cores, computed as ``docker stats`` does."""
+    memory = raw.get("memory_stats") or {}
+    usage = int(memory.get("usage") or 0)
+    detail = memory.get("stats") or {}
+    # cgroup v1 reports total_inactive_file, v2 inactive_file: both are page cache the
+    # kernel can drop, so counting them would make every busy database look bloated.
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0
+    used = usage - int(inactive) if int(inactive) < usage else usage
+    cpu = raw.get("cpu_stats") or {}
+    pre = raw.get("precpu_stats") or {}
+    cpu_delta = ((cpu.get("cpu_usage") or {}).get("total_usage") or 0) - (
+        (pre.get("cpu_usage") or {}).get("total_usage") or 0)
+    system_delta = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
+    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or ())
+    cores: float | None = None
+    if pre.get("system_cpu_usage") and system_delta > 0 and online:
+        cores = max(0.0, cpu_delta / system_delta * online)
+    limit = memory.get("limit")
+    return ContainerStats(
+        memory_bytes=max(0, used), cpu_cores=cores,
+        memory_limit_bytes=int(limit) if limit else None,
+    )
 
 
 def _strip_stream_headers(data: bytes) -> str:

@@ -1,0 +1,484 @@
+"""Unit tests of the reconciler on fakes: orphans, repairs, drift, Docker outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from cloner import constants
+from cloner.controlplane import TenantUpdate
+from cloner.daemon.reconciler import Reconciler, ReconcileReport, Resource, orphan_reason
+from cloner.domain import (
+    Engine,
+    Industry,
+    Request,
+    RequestKind,
+    RequestStatus,
+    Status,
+    Tenant,
+    container_name,
+    volume_name,
+)
+from cloner.errors import NotReady, RuntimeFault
+from cloner.tenants import TenantService
+from cloner.testing import FakeEngine, use_engine
+from tests.unit.fleet import Fleet, open_fleet
+
+GRACE_S = 60.0
+
+
+@pytest.fixture
+def engine() -> Iterator[FakeEngine]:
+    """A fake PostgreSQL driver, registered for the duration of the test."""
+    with use_engine(FakeEngine()) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[Fleet]:
+    """A fleet with the default orphan grace (60 s)."""
+    async with open_fleet(tmp_path, engine, orphan_grace_s=GRACE_S) as opened:
+        yield opened
+
+
+def actions(fleet: Fleet, action: str) -> float:
+    """How often the reconciler counted ``action``."""
+    return fleet.count("cloner_reconcile_actions_total", action=action)
+
+
+# ------------------------------------------------------------------ orphans
+
+
+async def test_orphan_older_than_grace_is_removed_container_first(fleet: Fleet) -> None:
+    """A container + volume with no registry row, older than the grace, are both removed."""
+    await fleet.stray("ghost")
+    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
+    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
+
+    with capture_logs() as logs:
+        report = await Reconciler(fleet.app).reconcile_once()
+
+    assert report.runtime_up
+    assert [a.subject for a in report.of("orphan_removed")] == [
+        container_name("ghost"), volume_name("ghost")]
+    assert fleet.runtime.containers == {} and fleet.runtime.volumes == {}
+    removals = [m for m, _ in fleet.runtime.calls if m in ("remove_container", "remove_volume")]
+    assert removals == ["remove_container", "remove_volume"]
+    assert actions(fleet, "orphan_removed") == 2
+    removed = [e for e in logs if e["event"] == "reconcile.orphan_removed"]
+    assert [e["tenant_id"] for e in removed] == ["ghost", "ghost"]
+    assert fleet.metric("cloner_reconcile_last_success_timestamp_seconds")
+    assert fleet.metric("cloner_runtime_up") == 1
+
+
+async def test_orphan_younger_than_grace_is_kept(fleet: Fleet) -> None:
+    """A fresh leftover may belong to a worker about to register it: it waits out the grace."""
+    await fleet.stray("ghost")
+    fleet.runtime.backdate(container_name("ghost"), GRACE_S - 5)
+    fleet.runtime.backdate(volume_name("ghost"), GRACE_S - 5)
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert report.of("orphan_removed") == ()
+    assert container_name("ghost") in fleet.runtime.containers
+    assert volume_name("ghost") in fleet.runtime.volumes
+
+
+async def test_registry_is_reread_before_deleting(fleet: Fleet, monkeypatch: Any) -> None:
+    """A tenant enqueued after the snapshot but before the delete keeps its resources."""
+    await fleet.stray("ghost")
+    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
+    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
+    original = fleet.cp.active_request
+    created: list[Request] = []
+
+    async def snapshot_then_signup(tenant_id: str) -> Request | None:
+        found = await original(tenant_id)
+        if tenant_id == "ghost" and not created:
+            # The signup lands right after the reconciler read the registry.
+            created.append(await TenantService(fleet.app).create("ghost", "postgres", "none"))
+        return found
+
+    monkeypatch.setattr(fleet.cp, "active_request", snapshot_then_signup)
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert created
+    assert report.of("orphan_removed") == ()
+    assert len(report.of("orphan_spared")) == 2
+    assert container_name("ghost") in fleet.runtime.containers
+    assert volume_name("ghost") in fleet.runtime.volumes
+    assert fleet.runtime.called("remove_container") == []
+
+
+async def test_container_replaced_since_the_snapshot_is_spared(
+    fleet: Fleet, monkeypatch: Any
+) -> None:
+    """The container is re-inspected: one with the same name but a new id is not removed."""
+    await fleet.stray("ghost")
+    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
+    original = fleet.runtime.inspect
+
+    async def replaced(name: str) -> Any:
+        info = await original(name)
+        fleet.runtime.containers[name].id = "new-id"
+        return await original(name) if info else None
+
+    monkeypatch.setattr(fleet.runtime, "inspect", replaced)
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert [a.subject for a in report.of("orphan_spared")] == [container_name("ghost")]
+    assert container_name("ghost") in fleet.runtime.containers
+
+
+async def test_deprovisioned_tenant_keeps_its_volume_forever(fleet: Fleet) -> None:
+    """Retained data is never an orphan; a container left behind by it is."""
+    tenant = await fleet.ready()
+    await fleet.delete()
+    assert (await fleet.tenant()).status is Status.DEPROVISIONED
+    # A leftover container of the same request (e.g. a repair raced the delete).
+    await fleet.stray("acme", request_id=tenant.request_id or "")
+    fleet.runtime.backdate(container_name("acme"), 10 * GRACE_S)
+    fleet.runtime.backdate(volume_name("acme"), 10 * GRACE_S)
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert [a.subject for a in report.of("orphan_removed")] == [container_name("acme")]
+    assert volume_name("acme") in fleet.runtime.volumes
+    assert fleet.runtime.called("remove_volume") == []
+
+
+async def test_tenant_with_an_active_request_is_untouched(fleet: Fleet) -> None:
+    """Queued signup: its (old) resources and its missing container are the worker's business."""
+    # A READY tenant whose container vanished while its delete waits in the queue …
+    await fleet.ready("leaving")
+    del fleet.runtime.containers[container_name("leaving")]
+    await TenantService(fleet.app).delete("leaving", purge=False)
+    # … and a signup whose worker created its container long ago, then stalled.
+    request = await TenantService(fleet.app).create("busy", "postgres", "none")
+    await fleet.stray("busy", request_id=request.id)
+    fleet.runtime.backdate(container_name("busy"), 10 * GRACE_S)
+    fleet.runtime.backdate(volume_name("busy"), 10 * GRACE_S)
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert report.actions == ()
+    assert container_name("busy") in fleet.runtime.containers
+    assert (await fleet.tenant("busy")).status is Status.REQUESTED
+    assert (await fleet.tenant("leaving")).status is Status.READY
+    assert fleet.runtime.called("ensure_container").count(container_name("leaving")) == 1
+
+
+async def test_failed_tenants_leftovers_are_orphans(fleet: Fleet) -> None:
+    """A FAILED tenant (compensation failed) loses its leftovers once they pass the grace."""
+    await fleet.stray("oops", request_id="r-1")
+    request = await TenantService(fleet.app).create("oops", "postgres", "none")
+    await fleet.cp.update_tenant("oops", TenantUpdate(status=Status.FAILED))
+    await fleet.claim()
+    await fleet.cp.fail(request.id, fleet.app.owner_id, "boom")
+    fleet.runtime.backdate(container_name("oops"), GRACE_S + 1)
+    fleet.runtime.backdate(volume_name("oops"), GRACE_S + 1)
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert len(report.of("orphan_removed")) == 2
+    assert fleet.runtime.volumes == {}
+
+
+async def test_abandoned_provisioning_is_failed_and_cleaned(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """PROVISIONING with no active request: marked FAILED, its resources removed."""
+    async with open_fleet(tmp_path, engine, orphan_grace_s=0) as fleet:
+        request = await TenantService(fleet.app).create("stuck", "postgres", "none")
+        claimed = await fleet.claim()
+        await fleet.cp.update_tenant("stuck", TenantUpdate(status=Status.PROVISIONING))
+        await fleet.stray("stuck", request_id=request.id)
+        # The request failed but the tenant's own FAILED write was lost.
+        await fleet.cp.fail(claimed.id, fleet.app.owner_id, "start: boom")
+
+        report = await Reconciler(fleet.app).reconcile_once()
+
+        tenant = await fleet.tenant("stuck")
+        assert tenant.status is Status.FAILED
+        assert tenant.error is not None and tenant.error["step"] == "reconcile"
+        assert [a.tenant_id for a in report.of("abandoned")] == ["stuck"]
+        assert len(report.of("orphan_removed")) == 2
+        assert fleet.runtime.containers == {}
+
+
+async def test_keep_failed_keeps_the_failed_requests_resources(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """keep_failed promises the failed container and volume survive for debugging."""
+    async with open_fleet(tmp_path, engine, orphan_grace_s=0, keep_failed=True) as fleet:
+        engine.fail["apply_templates"] = RuntimeError("broken template")
+        await TenantService(fleet.app).create("debug-me", "postgres", "none")
+        await fleet.work_once()
+        assert (await fleet.tenant("debug-me")).status is Status.FAILED
+
+        report = await Reconciler(fleet.app).reconcile_once()
+
+        assert report.of("orphan_removed") == ()
+        assert container_name("debug-me") in fleet.runtime.containers
+
+
+def _tenant(status: Status, request_id: str = "r1") -> Tenant:
+    now = datetime.now(UTC)
+    return Tenant("t-1", status, Engine.POSTGRES, Industry.NONE, "v1.1", None, None, None, None,
+                  {}, None, 0, now, now, request_id)
+
+
+def _resource(kind: str, request_id: str = "r1", **extra: str) -> Resource:
+    name = volume_name("t-1") if kind == "volume" else container_name("t-1")
+    labels = {constants.LABEL_TENANT: "t-1", constants.LABEL_REQUEST: request_id, **extra}
+    return Resource(kind, name, labels, None)
+
+
+_ACTIVE = Request("q", "t-1", RequestKind.PROVISION, {}, RequestStatus.QUEUED, 0, None,
+                  datetime.now(UTC))
+
+
+#: (tenant status or None for no row, kind, request label, active request?, keep_failed, orphan?)
+Case = tuple[Status | None, str, str, bool, bool, bool]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (None, "volume", "r1", False, False, True),             # no registry row
+        (Status.READY, "container", "r1", False, False, False),
+        (Status.READY, "volume", "r0", False, False, True),      # earlier incarnation
+        (Status.DEGRADED, "volume", "r1", False, False, False),
+        (Status.PROVISIONING, "container", "r1", True, False, False),
+        (Status.PROVISIONING, "container", "r1", False, False, True),
+        (Status.FAILED, "volume", "r1", False, False, True),
+        (Status.FAILED, "volume", "r1", False, True, False),    # keep_failed honoured
+        (Status.FAILED, "volume", "r0", False, True, True),
+        (Status.FAILED, "volume", "r1", True, False, False),    # re-create in flight
+        (Status.PURGED, "container", "r1", False, False, True),
+        (Status.DEPROVISIONING, "container", "r1", False, False, False),
+        (Status.DEPROVISIONED, "container", "r1", False, False, True),
+        (Status.DEPROVISIONED, "volume", "r1", False, False, False),  # retained data
+        (Status.DEPROVISIONED, "volume", "r0", False, False, False),
+    ],
+)
+def test_orphan_rules(case: Case) -> None:
+    """The rule table of the module docstring, one row at a time."""
+    status, kind, request_id, active, keep_failed, orphan = case
+    tenant = _tenant(status) if status is not None else None
+    reason = orphan_reason(_resource(kind, request_id), tenant, _ACTIVE if active else None,
+                           keep_failed=keep_failed)
+    assert (reason is not None) is orphan, reason
+
+
+def test_scratch_servers_and_unlabelled_names() -> None:
+    """Scratch servers never have a row; a resource without a tenant label is named for one."""
+    scratch = Resource("container", "cloner-validate-1", {constants.LABEL_ROLE: "scratch"}, None)
+    assert orphan_reason(scratch, None, None, keep_failed=False) is not None
+    assert Resource("volume", volume_name("t-1"), {}, None).tenant_id == "t-1"
+    assert Resource("container", container_name("t-1"), {}, None).tenant_id == "t-1"
+    assert Resource("volume", "elsewhere", {}, None).tenant_id is None
+
+
+# ------------------------------------------------------------------ repairs
+
+
+async def test_ready_tenant_with_missing_container_is_recreated_on_its_volume(
+    fleet: Fleet,
+) -> None:
+    """Container gone: DEGRADED, recreated with the same request label, new port, READY again."""
+    before = await fleet.ready()
+    volume_labels = dict(fleet.runtime.volumes[volume_name("acme")])
+    volume_born = fleet.runtime.volume_created[volume_name("acme")]
+    del fleet.runtime.containers[container_name("acme")]
+
+    with capture_logs() as logs:
+        report = await Reconciler(fleet.app).reconcile_once()
+
+    after = await fleet.tenant()
+    assert after.status is Status.READY
+    assert [a.action for a in report.actions] == ["degraded", "recreated", "ready"]
+    assert after.endpoint is not None and before.endpoint is not None
+    assert after.endpoint.port != before.endpoint.port
+    container = fleet.runtime.containers[container_name("acme")]
+    assert after.container_id == container.id != before.container_id
+    assert container.labels[constants.LABEL_REQUEST] == before.request_id
+    # The volume was adopted, not replaced: same labels, same creation time.
+    assert fleet.runtime.volumes[volume_name("acme")] == volume_labels
+    assert fleet.runtime.volume_created[volume_name("acme")] == volume_born
+    assert fleet.engine.hooks("acme")[-2:] == ["wait_ready", "prove_isolation"]
+    assert after.isolation is not None and after.isolation.passed
+    assert fleet.count("cloner_health_transitions_total", to="degraded") == 1
+    assert fleet.count("cloner_health_transitions_total", to="ready") == 1
+    assert actions(fleet, "recreated") == 1
+    kinds = [e["kind"] for e in await fleet.cp.events("acme")]
+    assert kinds[-3:] == ["degraded", "reconcile_recreated", "ready"]
+    assert {"reconcile.degraded", "reconcile.recreated", "reconcile.recovered"} <= {
+        e["event"] for e in logs}
+
+
+async def test_stopped_container_is_restarted_in_place(fleet: Fleet) -> None:
+    """Container exited: started again, same id and port, READY."""
+    before = await fleet.ready()
+    fleet.runtime.set_status(container_name("acme"), "exited")
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    after = await fleet.tenant()
+    assert [a.action for a in report.actions] == ["degraded", "restarted", "ready"]
+    assert after.status is Status.READY
+    assert after.endpoint == before.endpoint
+    assert after.container_id == before.container_id
+    assert fleet.runtime.called("start") == [container_name("acme")]
+
+
+async def test_container_that_will_not_start_is_recreated(fleet: Fleet) -> None:
+    """A dead container that refuses to start is replaced from the volume."""
+    await fleet.ready()
+    fleet.runtime.set_status(container_name("acme"), "dead")
+    fleet.runtime.fail_next["start"] = [RuntimeFault("cannot start dead container")]
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert [a.action for a in report.actions] == ["degraded", "recreated", "ready"]
+    assert (await fleet.tenant()).status is Status.READY
+
+
+async def test_missing_volume_is_unrecoverable_and_reported_once(fleet: Fleet) -> None:
+    """Container and volume gone: DEGRADED stays, 'unrecoverable' counted once, nothing made."""
+    await fleet.ready()
+    del fleet.runtime.containers[container_name("acme")]
+    del fleet.runtime.volumes[volume_name("acme")]
+    reconciler = Reconciler(fleet.app)
+
+    first = await reconciler.reconcile_once()
+    second = await reconciler.reconcile_once()
+
+    assert [a.action for a in first.actions] == ["degraded", "unrecoverable"]
+    assert [a.action for a in second.actions] == ["unrecoverable"]
+    assert actions(fleet, "unrecoverable") == 1
+    assert (await fleet.tenant()).status is Status.DEGRADED
+    assert container_name("acme") not in fleet.runtime.containers
+
+
+async def test_volume_of_another_request_is_not_adopted(fleet: Fleet) -> None:
+    """Adopting a volume labelled for another request would wipe it: unrecoverable instead."""
+    await fleet.ready()
+    del fleet.runtime.containers[container_name("acme")]
+    fleet.runtime.volumes[volume_name("acme")][constants.LABEL_REQUEST] = "someone-else"
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert [a.action for a in report.actions] == ["degraded", "unrecoverable"]
+    assert fleet.runtime.volumes[volume_name("acme")][constants.LABEL_REQUEST] == "someone-else"
+
+
+async def test_failed_wait_ready_leaves_tenant_degraded_on_the_new_endpoint(
+    fleet: Fleet,
+) -> None:
+    """A repair that fails is counted; the registry already points at the new container."""
+    await fleet.ready()
+    del fleet.runtime.containers[container_name("acme")]
+    fleet.engine.fail_next["wait_ready"] = [NotReady("still starting")]
+    reconciler = Reconciler(fleet.app)
+
+    first = await reconciler.reconcile_once()
+
+    assert [a.action for a in first.actions] == ["degraded", "recreated", "repair_failed"]
+    tenant = await fleet.tenant()
+    assert tenant.status is Status.DEGRADED
+    container = fleet.runtime.containers[container_name("acme")]
+    assert tenant.endpoint is not None and tenant.endpoint.port == container.host_port
+    assert tenant.container_id == container.id
+    # Running on the registered port: nothing left for the reconciler; health takes over.
+    assert (await reconciler.reconcile_once()).actions == ()
+
+
+async def test_moved_port_is_reregistered(fleet: Fleet) -> None:
+    """Docker restarted the container on another host port: the endpoint follows it."""
+    await fleet.ready()
+    fleet.runtime.containers[container_name("acme")].host_port = 60001
+
+    report = await Reconciler(fleet.app).reconcile_once()
+
+    assert [a.action for a in report.actions] == ["endpoint_updated"]
+    tenant = await fleet.tenant()
+    assert tenant.endpoint is not None and tenant.endpoint.port == 60001
+
+
+# -------------------------------------------------------------------- drift
+
+
+async def test_drift_is_logged_and_counted_not_acted_upon(fleet: Fleet) -> None:
+    """Another image or template version label: reported (once), nothing changes."""
+    await fleet.ready()
+    container = fleet.runtime.containers[container_name("acme")]
+    container.image = "postgres:14"
+    container.labels[constants.LABEL_TEMPLATE_VERSION] = "v0.9"
+    reconciler = Reconciler(fleet.app)
+
+    with capture_logs() as logs:
+        first = await reconciler.reconcile_once()
+        second = await reconciler.reconcile_once()
+
+    assert len(first.of("drift")) == 2 and len(second.of("drift")) == 2
+    assert actions(fleet, "drift") == 2
+    drift_logs = [e for e in logs if e["event"] == "reconcile.drift"]
+    assert len(drift_logs) == 2 and {e["tenant_id"] for e in drift_logs} == {"acme"}
+    assert fleet.runtime.containers[container_name("acme")] is container
+    assert (await fleet.tenant()).status is Status.READY
+
+
+# ------------------------------------------------------------ runtime outage
+
+
+async def test_docker_down_sets_runtime_up_zero_and_does_not_raise(fleet: Fleet) -> None:
+    """Docker unreachable: one warning, runtime_up 0, no success stamp; back up: 1 again."""
+    await fleet.ready()
+    fleet.runtime.available = False
+    reconciler = Reconciler(fleet.app)
+
+    with capture_logs() as logs:
+        report = await reconciler.reconcile_once()
+
+    assert not report.runtime_up and report.actions == ()
+    assert fleet.metric("cloner_runtime_up") == 0
+    assert actions(fleet, "runtime_unavailable") == 1
+    assert fleet.metric("cloner_reconcile_last_success_timestamp_seconds") == 0
+    assert [e["event"] for e in logs] == ["reconcile.runtime_unavailable"]
+    assert (await fleet.tenant()).status is Status.READY
+
+    fleet.runtime.available = True
+    assert (await reconciler.reconcile_once()).runtime_up
+    assert fleet.metric("cloner_runtime_up") == 1
+
+
+async def test_run_passes_at_once_and_returns_when_stopped(
+    fleet: Fleet, monkeypatch: Any
+) -> None:
+    """run() reconciles at startup (not after an interval) and returns once stop is set."""
+    await fleet.stray("ghost")
+    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
+    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
+    reconciler = Reconciler(fleet.app)
+    passed = asyncio.Event()
+    original = reconciler.reconcile_once
+
+    async def observed() -> ReconcileReport:
+        report = await original()
+        passed.set()
+        return report
+
+    monkeypatch.setattr(reconciler, "reconcile_once", observed)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run(stop))
+    await asyncio.wait_for(passed.wait(), 2)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert fleet.runtime.volumes == {}
