@@ -18,7 +18,7 @@ from cloner import constants
 from cloner.domain import Engine, Industry, Status
 
 #: ``vX.Y`` as ``cloner.domain.validate_version`` accepts it, or empty (= the latest).
-TEMPLATE_VERSION_PATTERN = r"^(v\d{1,3}\.\d{1,3})?$"
+TEMPLATE_VERSION_PATTERN = r"^(v[0-9]{1,3}\.[0-9]{1,3})?$"
 
 #: Largest request body the API reads. A create request is a few hundred bytes; the cap
 #: only keeps a hostile client from making the daemon buffer megabytes.

@@ -15,7 +15,7 @@ from cloner import constants
 from cloner.errors import InvalidInput, InvalidTransition
 
 _TENANT_ID = re.compile(constants.TENANT_ID_PATTERN)
-_VERSION = re.compile(r"^v\d{1,3}\.\d{1,3}$")
+_VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
 
 
 class Engine(enum.StrEnum):
@@ -91,9 +91,9 @@ class RequestStatus(enum.StrEnum):
 def validate_tenant_id(value: str) -> str:
     """Return ``value`` if it is a valid tenant id, else raise ``InvalidInput``."""
     if not isinstance(value, str) or not _TENANT_ID.fullmatch(value):
-        shown = value if isinstance(value, str) and value.isprintable() else repr(value)
+        shown = repr(value)[:60]
         raise InvalidInput(
-            f"invalid tenant id {shown[:60]!r}: expected 3-40 characters, lowercase letters, "
+            f"invalid tenant id {shown}: expected 3-40 characters, lowercase letters, "
             "digits and hyphens, starting with a letter and not ending with a hyphen"
         )
     return value

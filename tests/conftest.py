@@ -16,14 +16,18 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 def docker_available() -> str | None:
     """None if Docker answers, else the reason it does not."""
-    try:
-        import docker
+    import docker
 
+    try:
         client = docker.from_env(timeout=5)
-        client.ping()
-        client.close()
     except Exception as exc:
         return f"Docker is not available: {exc}"
+    try:
+        client.ping()
+    except Exception as exc:
+        return f"Docker is not available: {exc}"
+    finally:
+        client.close()
     return None
 
 

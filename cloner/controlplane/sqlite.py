@@ -140,7 +140,7 @@ class SQLiteControlPlane:
             try:
                 cursor = await self.db.execute(QUERIES[name], params)
                 return list(await cursor.fetchall())
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError) as exc:
                 raise ControlPlaneError(f"control plane read failed: {exc}") from exc
 
     async def _migrate(self) -> None:

@@ -58,6 +58,12 @@ class Daemon:
         await self.app.runtime.ensure_network(self.app.settings.tenant_network)
         log.info("daemon.start", workers=len(self.workers), http=self.app.settings.http_listen,
                  owner=self.app.owner_id, install=self.app.install_id)
+        facts = await self.app.runtime.engine_facts()
+        log.info("daemon.docker_engine", **facts)
+        if not facts["live_restore"]:
+            log.warning("daemon.docker_live_restore_off",
+                        hint="tenant databases stop while dockerd restarts; set "
+                             "\"live-restore\": true in /etc/docker/daemon.json")
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat(), name="heartbeat")

@@ -98,6 +98,20 @@ class DockerRuntime:
         """Raise unless Docker answers."""
         await self._run(self._ping)
 
+    async def engine_facts(self) -> dict[str, object]:
+        """Docker engine settings operators should know about (reported, never assumed)."""
+        info: dict[str, object] = await self._run(self._info_raw)
+        return {
+            "version": info.get("ServerVersion"),
+            "live_restore": bool(info.get("LiveRestoreEnabled")),
+            "storage_driver": info.get("Driver"),
+            "cgroup_version": info.get("CgroupVersion"),
+        }
+
+    def _info_raw(self) -> dict[str, object]:
+        info: dict[str, object] = self.client.info()
+        return info
+
     def _ping(self) -> None:
         self.client.ping()
 

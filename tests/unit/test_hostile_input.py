@@ -608,6 +608,7 @@ def _cli(
                           text=True, timeout=30, check=False)
 
 
+@pytest.mark.slow  # 18 CLI processes: 4 s on an idle machine, 8-10 s under load
 def test_cli_hostile_arguments_exit_2_with_one_line_and_leave_nothing(tmp_path: Path) -> None:
     """Quotes, SQL, huge and unicode ids or versions: exit 2, one stderr line, no tenant row."""
     env = _cli_env(tmp_path / "data")
