@@ -47,6 +47,20 @@ class CreateTenantRequest(BaseModel):
     )
 
 
+class RestoreTenantRequest(BaseModel):
+    """Optional body of ``POST /v1/tenants/{tenant_id}/restore``: which backup to load."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    backup: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="A `.dump` in the tenant's own backup folder "
+                    "(`$CLONER_DATA_DIR/backups/<tenant>/`), absolute or relative to that "
+                    "folder; omitted or null means the tenant's last recorded backup.",
+        examples=["acme-20260101T000000000000Z.dump"],
+    )
+
+
 class TenantAccepted(BaseModel):
     """A request was queued (or, for a repeated identical create, had been queued already)."""
 
@@ -110,6 +124,15 @@ class IsolationProof(BaseModel):
     checks: list[IsolationCheck]
 
 
+class TenantEvent(BaseModel):
+    """One entry of a tenant's history."""
+
+    at: datetime
+    kind: str = Field(description="e.g. `provision_requested`, `ready`, `deprovisioned`, "
+                                  "`backup`, `restore_requested`, `restored`, `purged`.")
+    detail: dict[str, Any] = Field(description="What happened; `actor` says who asked.")
+
+
 class TenantDocument(BaseModel):
     """One tenant, as ``cloner tenant show --json`` prints it (DESIGN.md)."""
 
@@ -129,6 +152,9 @@ class TenantDocument(BaseModel):
     backup: dict[str, Any] | None = Field(description="The last backup, once one was taken.")
     created_at: datetime
     updated_at: datetime
+    events: list[TenantEvent] | None = Field(
+        default=None, description="The newest history entries (showing one tenant only).",
+    )
 
 
 class TenantList(BaseModel):
@@ -153,6 +179,7 @@ class Readiness(BaseModel):
 #: Every model that appears in ``/openapi.json``, with the direction it travels in.
 SCHEMA_MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...] = (
     (CreateTenantRequest, "validation"),
+    (RestoreTenantRequest, "validation"),
     (TenantAccepted, "serialization"),
     (Problem, "serialization"),
     (TenantDocument, "serialization"),

@@ -145,6 +145,13 @@ class Client:
         params = {"purge": "true"} if purge else None
         return dict(await self._call("DELETE", _tenant_path(tenant_id), params=params))
 
+    async def restore_tenant(
+        self, tenant_id: str, *, backup: str | None = None
+    ) -> dict[str, Any]:
+        """Enqueue a restore of a deprovisioned or purged tenant (default: its last backup)."""
+        body = {"backup": backup} if backup is not None else {}
+        return dict(await self._call("POST", _tenant_path(tenant_id) + "/restore", json=body))
+
     async def wait_ready(
         self, tenant_id: str, *, timeout_s: float = 120.0, interval_s: float = 0.5,
     ) -> dict[str, Any]:

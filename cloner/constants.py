@@ -36,6 +36,19 @@ BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
 BACKOFF_JITTER: Final = 0.2
 
+# Backups and retention
+BACKUP_SUFFIX: Final = ".dump"
+MANIFEST_SUFFIX: Final = ".json"
+CHECKSUM_SUFFIX: Final = ".sha256"
+RETENTION_DAYS: Final = 30.0
+
+# Who asked for a request (``actor`` in payloads and history events)
+ACTOR_HTTP: Final = "http"
+ACTOR_CLI_PREFIX: Final = "cli:"
+ACTOR_RETENTION: Final = "retention"
+#: Events shown by ``tenant show`` (the newest ones; the registry keeps them all).
+SHOWN_EVENTS: Final = 50
+
 # Readiness
 READY_TIMEOUT_S: Final = 60.0
 READY_PROBE_INTERVAL_S: Final = 0.05

@@ -58,12 +58,17 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.DEPROVISIONING: frozenset(
         {Status.DEPROVISIONING, Status.DEPROVISIONED, Status.PURGED, Status.FAILED}
     ),
-    Status.DEPROVISIONED: frozenset({Status.PURGED, Status.DEPROVISIONING}),
+    # → REQUESTED: a restore re-provisions the tenant from a backup (``RESTORABLE``).
+    Status.DEPROVISIONED: frozenset({Status.PURGED, Status.DEPROVISIONING, Status.REQUESTED}),
     Status.PURGED: frozenset({Status.REQUESTED}),
 }
 
 #: States in which a new ``tenant create`` for the same id is accepted.
 RECREATABLE = frozenset({Status.FAILED, Status.PURGED})
+
+#: States from which ``tenant restore`` brings a tenant back from a backup. A deprovisioned
+#: tenant is never re-created empty (its volume holds data); it can only be restored.
+RESTORABLE = frozenset({Status.DEPROVISIONED, Status.PURGED})
 
 
 def check_transition(current: Status, target: Status) -> None:
@@ -77,6 +82,14 @@ class RequestKind(enum.StrEnum):
 
     PROVISION = "provision"
     DEPROVISION = "deprovision"
+    #: Provisioning again from a backup: same pipeline, the template step loads the backup.
+    RESTORE = "restore"
+    #: An on-demand backup of a ready tenant (queued so it never races a delete or restore).
+    BACKUP = "backup"
+
+
+#: Request kinds that run the provisioning pipeline (and compensate when they fail).
+PROVISIONING_KINDS = frozenset({RequestKind.PROVISION, RequestKind.RESTORE})
 
 
 class RequestStatus(enum.StrEnum):

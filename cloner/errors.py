@@ -48,6 +48,10 @@ class TemplateNotFound(InvalidInput):
     """No such template."""
 
 
+class InvalidBackup(InvalidInput):
+    """The backup cannot be restored (outside the tenant's backup folder, or unverified)."""
+
+
 class TemplateError(ClonerError):
     """A template is broken (checksum mismatch, syntax error, failed to apply)."""
 

@@ -34,6 +34,14 @@ class Metrics:
             "cloner_deprovisions_total", "Deprovisioning requests finished, by outcome.",
             ["outcome"], registry=r,
         )
+        self.restores = Counter(
+            "cloner_restores_total", "Restore requests finished, by engine and outcome.",
+            ["engine", "outcome"], registry=r,
+        )
+        self.restore_duration = Histogram(
+            "cloner_restore_duration_seconds", "Duration of restores end to end, by engine.",
+            ["engine"], buckets=constants.PROVISION_BUCKETS_S, registry=r,
+        )
         self.queue_depth = Gauge(
             "cloner_queue_depth", "Requests in the queue, by state.", ["state"], registry=r,
         )

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     orphan_grace_s: float = Field(default=60.0, ge=0)
     health_interval_s: float = Field(default=15.0, gt=0)
     isolation_interval_s: float = Field(default=600.0, gt=0)
+    #: Days a deprovisioned tenant's volume is kept before the reconciler purges it (only
+    #: once a verified backup exists). 0 purges at the next pass.
+    retention_days: float = Field(default=constants.RETENTION_DAYS, ge=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -1,7 +1,9 @@
 """Tenant operations shared by the CLI, the HTTP API and the Python client.
 
 Input is validated here, before anything is enqueued: a bad id, engine,
-industry or version never reaches the queue, Docker or SQL.
+industry, version or backup path never reaches the queue, Docker or SQL.
+Every request records who asked (``actor``: ``cli:<unix user>``, ``http``,
+``retention``) in its payload; the control plane copies it into the history.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cloner import constants
 from cloner.app import App
+from cloner.backups import BackupInfo, verify_backup
 from cloner.domain import (
+    RESTORABLE,
     Engine,
     Industry,
     Request,
@@ -25,9 +30,11 @@ from cloner.domain import (
     parse_industry,
     validate_tenant_id,
     validate_version,
+    volume_name,
 )
 from cloner.engines import get_engine
 from cloner.errors import (
+    InvalidBackup,
     InvalidInput,
     InvalidTransition,
     TenantExists,
@@ -74,16 +81,18 @@ class TenantService:
         return TenantSpec(tenant_id, eng, ind, version)
 
     async def create(
-        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None
+        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None,
+        *, actor: str | None = None,
     ) -> Request:
         """Validate and enqueue a provisioning request."""
         spec = self.validate_spec(tenant_id, engine, industry, template_version)
         return await self.app.control_plane.enqueue(
-            spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec)
+            spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
         )
 
     async def create_or_get(
-        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None
+        self, tenant_id: str, engine: str, industry: str, template_version: str | None = None,
+        *, actor: str | None = None,
     ) -> Accepted:
         """Like ``create``, but a repeat of the same spec returns the original request.
 
@@ -100,7 +109,7 @@ class TenantService:
             return found
         try:
             request = await self.app.control_plane.enqueue(
-                spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec)
+                spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
             )
         except TenantExists:
             # An identical create may have won the race between the check and the enqueue
@@ -116,11 +125,17 @@ class TenantService:
         if tenant is None or tenant.status not in _LIVE or tenant.request_id is None:
             return None
         active = await self.app.control_plane.active_request(spec.tenant_id)
-        if active is not None and active.kind is not RequestKind.PROVISION:
+        if active is not None and active.kind is RequestKind.DEPROVISION:
             # Still ready, but a delete is queued: "created" would be a lie in a moment.
             raise TenantExists(
                 f"tenant {spec.tenant_id!r} is being deleted (request {active.id}); "
                 "create it again once it is purged, or choose another id"
+            )
+        if active is not None and active.kind is RequestKind.RESTORE:
+            # A restore is not the signup's create, even with the same spec.
+            raise TenantExists(
+                f"tenant {spec.tenant_id!r} is being restored from a backup "
+                f"(request {active.id}); choose another id"
             )
         if tenant.spec != spec:
             raise TenantExists(
@@ -129,7 +144,7 @@ class TenantService:
             )
         return Accepted(tenant.request_id, tenant.tenant_id, tenant.status, created=False)
 
-    async def delete(self, tenant_id: str, *, purge: bool) -> Request:
+    async def delete(self, tenant_id: str, *, purge: bool, actor: str | None = None) -> Request:
         """Enqueue a deprovisioning request (backup first, volume kept unless purge)."""
         tenant = await self.get(tenant_id)
         allowed = {Status.READY, Status.DEGRADED, Status.FAILED, Status.DEPROVISIONING}
@@ -140,7 +155,82 @@ class TenantService:
                 f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
             )
         return await self.app.control_plane.enqueue(
-            None, RequestKind.DEPROVISION, tenant_id, {"purge": purge}
+            None, RequestKind.DEPROVISION, tenant_id, {"purge": purge, "actor": actor}
+        )
+
+    async def restore(
+        self, tenant_id: str, backup: str | None = None, *, actor: str | None = None
+    ) -> Request:
+        """Enqueue a restore of a deprovisioned or purged tenant from a verified backup.
+
+        ``backup`` is a ``.dump`` in the tenant's own backup folder (absolute, or
+        relative to that folder); None means the tenant's last recorded backup.
+        Its SHA-256 is computed again and must match its manifest, whose engine,
+        industry and template version the restored tenant gets. Refusals:
+        ``TenantNotFound``; ``InvalidTransition`` unless the tenant is
+        deprovisioned, purged, or failed in an earlier restore; ``InvalidBackup``
+        for a path outside the folder or a backup that does not verify.
+        """
+        tenant = await self.get(tenant_id)
+        await self._check_restorable(tenant)
+        source = backup if backup is not None else _recorded_backup(tenant)
+        info = await asyncio.to_thread(
+            verify_backup, self.app.settings.backups_dir, tenant_id, source
+        )
+        spec = _spec_of_backup(tenant_id, info)
+        await self._check_volume_backed_up(tenant, info)
+        payload = _payload(spec, actor) | {"backup": str(info.path), "sha256": info.sha256}
+        return await self.app.control_plane.enqueue(spec, RequestKind.RESTORE, tenant_id, payload)
+
+    async def _check_restorable(self, tenant: Tenant) -> None:
+        if tenant.status in RESTORABLE:
+            return
+        if tenant.status is Status.FAILED and tenant.request_id is not None:
+            # A failed restore left the tenant failed; trying again must stay possible,
+            # or its data would only be reachable by hand.
+            last = await self.app.control_plane.get_request(tenant.request_id)
+            if last is not None and last.kind is RequestKind.RESTORE:
+                return
+        raise InvalidTransition(
+            f"tenant {tenant.tenant_id!r} is {tenant.status.value}; only a deprovisioned or "
+            "purged tenant (or one whose restore failed) can be restored"
+        )
+
+    async def _check_volume_backed_up(self, tenant: Tenant, chosen: BackupInfo) -> None:
+        """Refuse to replace a deprovisioned tenant's volume whose data no backup holds."""
+        if tenant.status is not Status.DEPROVISIONED:
+            return
+        if (tenant.backup or {}).get("sha256") == chosen.sha256:
+            return  # the chosen backup holds the final data, and it was just verified
+        if not await self.app.runtime.volume_exists(volume_name(tenant.tenant_id)):
+            return
+        try:
+            await asyncio.to_thread(
+                verify_backup, self.app.settings.backups_dir, tenant.tenant_id,
+                _recorded_backup(tenant),
+            )
+        except InvalidBackup as exc:
+            raise InvalidTransition(
+                f"tenant {tenant.tenant_id!r} still has its data volume and its final backup "
+                f"does not verify ({exc.message}); a restore would replace that data: "
+                "recover the volume by hand first"
+            ) from None
+
+    async def backup(self, tenant_id: str, *, actor: str | None = None) -> Request:
+        """Enqueue an on-demand backup of a ready tenant.
+
+        Queued rather than run in the caller: the one-active-request rule keeps it
+        from racing a delete or restore of the same tenant, and the daemon's
+        worker counts it in its metrics.
+        """
+        tenant = await self.get(tenant_id)
+        if tenant.status is not Status.READY:
+            raise InvalidTransition(
+                f"tenant {tenant_id!r} is {tenant.status.value}; only a ready tenant can be "
+                "backed up on demand (deprovisioning takes a final backup itself)"
+            )
+        return await self.app.control_plane.enqueue(
+            None, RequestKind.BACKUP, tenant_id, {"actor": actor}
         )
 
     async def get(self, tenant_id: str) -> Tenant:
@@ -174,8 +264,10 @@ class TenantService:
                 )
             await asyncio.sleep(0.1)
 
-    async def to_json(self, tenant: Tenant, *, reveal: bool) -> dict[str, Any]:
-        """The ``tenant show --json`` document of DESIGN.md."""
+    async def to_json(
+        self, tenant: Tenant, *, reveal: bool, events: bool = False
+    ) -> dict[str, Any]:
+        """The ``tenant show --json`` document of DESIGN.md (+ the newest ``events``)."""
         roles: dict[str, Any] = {}
         dsn: dict[str, Any] = {}
         engine = get_engine(tenant.engine) if tenant.engine is not Engine.SQLITE else None
@@ -196,7 +288,7 @@ class TenantService:
             {"id": tenant.container_id, "name": tenant.container_name}
             if tenant.container_name else None
         )
-        return {
+        doc: dict[str, Any] = {
             "tenant_id": tenant.tenant_id,
             "status": tenant.status.value,
             "engine": tenant.engine.value,
@@ -214,13 +306,44 @@ class TenantService:
             "created_at": tenant.created_at.isoformat(),
             "updated_at": tenant.updated_at.isoformat(),
         }
+        if events:
+            history = await self.app.control_plane.events(tenant.tenant_id)
+            doc["events"] = history[-constants.SHOWN_EVENTS:]
+        return doc
 
 
-def _payload(spec: TenantSpec) -> dict[str, Any]:
-    return {
+def _payload(spec: TenantSpec, actor: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
         "engine": spec.engine.value, "industry": spec.industry.value,
         "template_version": spec.template_version,
     }
+    if actor is not None:
+        payload["actor"] = actor
+    return payload
+
+
+def _recorded_backup(tenant: Tenant) -> str:
+    path = (tenant.backup or {}).get("path")
+    if not isinstance(path, str) or not path:
+        raise InvalidBackup(
+            f"tenant {tenant.tenant_id!r} has no recorded backup; name one with --from "
+            f"(see `cloner backup list {tenant.tenant_id}`)"
+        )
+    return path
+
+
+def _spec_of_backup(tenant_id: str, info: BackupInfo) -> TenantSpec:
+    """The spec a restored tenant gets: what the backup's manifest says it was taken from."""
+    manifest = info.manifest
+    try:
+        engine = parse_engine(str(manifest.get("engine")))
+        get_engine(engine)
+        return TenantSpec(
+            tenant_id, engine, parse_industry(str(manifest.get("industry"))),
+            validate_version(str(manifest.get("template_version"))),
+        )
+    except InvalidInput as exc:
+        raise InvalidBackup(f"manifest of {info.path.name}: {exc.message}") from None
 
 
 def _describe(spec: TenantSpec) -> str:

@@ -7,16 +7,20 @@ one line on stderr. Every read command takes ``--json``.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
 
+from cloner import constants
 from cloner.app import App
-from cloner.domain import Engine, RequestStatus, Status, parse_engine
+from cloner.domain import Engine, RequestStatus, Status, parse_engine, validate_tenant_id
 from cloner.errors import ClonerError, InvalidInput
 from cloner.logging import REDACTOR, configure_logging
 from cloner.settings import Settings
@@ -25,6 +29,8 @@ T = TypeVar("T")
 ENGINES = "{postgres,mysql,mongodb,sqlite}"
 INDUSTRIES = "{technology,healthcare,finance,none}"
 LIVE_DAEMON_WITHIN_S = 15.0
+#: History lines ``tenant show`` prints without --json (the JSON has more).
+SHOWN_IN_TEXT = 10
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -50,6 +56,15 @@ def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 1)
+
+
+def _actor() -> str:
+    """``cli:<unix user>``: recorded with every request this command enqueues."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = str(os.getuid())
+    return constants.ACTOR_CLI_PREFIX + user
 
 
 def _print_json(data: Any) -> None:
@@ -117,7 +132,7 @@ def images_ensure(engine_name: str | None, as_json: bool) -> None:
 
 @cli.group()
 def tenant() -> None:
-    """Create, inspect and delete tenants."""
+    """Create, inspect, delete, back up and restore tenants."""
 
 
 async def _wait(app: App, request_id: str, timeout_s: float) -> None:
@@ -157,7 +172,8 @@ def tenant_create(  # noqa: PLR0917 - one parameter per CLI option
     async def run(settings: Settings) -> tuple[dict[str, Any], bool]:
         async with App.open(settings) as app:
             service = TenantService(app)
-            request = await service.create(tenant_id, engine, industry, template_version)
+            request = await service.create(tenant_id, engine, industry, template_version,
+                                           actor=_actor())
             if not wait_:
                 return {"request_id": request.id, "tenant_id": tenant_id,
                         "status": Status.REQUESTED.value}, True
@@ -265,13 +281,18 @@ def tenant_show(tenant_id: str, reveal: bool, as_json: bool) -> None:
     async def run(settings: Settings) -> dict[str, Any]:
         async with App.open(settings) as app:
             service = TenantService(app)
-            return await service.to_json(await service.get(tenant_id), reveal=reveal)
+            return await service.to_json(await service.get(tenant_id), reveal=reveal,
+                                         events=True)
 
     data = _run(run)
     if as_json:
         _print_json(data)
     else:
         click.echo(_describe(data))
+        for event in data.get("events", [])[-SHOWN_IN_TEXT:]:
+            actor = event["detail"].get("actor")
+            click.echo(f"event:      {event['at']}  {event['kind']}"
+                       + (f"  by {actor}" if actor else ""))
 
 
 @tenant.command("delete")
@@ -288,7 +309,7 @@ def tenant_delete(tenant_id: str, purge: bool, wait_: bool, timeout_s: float,
     async def run(settings: Settings) -> tuple[dict[str, Any], bool]:
         async with App.open(settings) as app:
             service = TenantService(app)
-            request = await service.delete(tenant_id, purge=purge)
+            request = await service.delete(tenant_id, purge=purge, actor=_actor())
             if not wait_:
                 return {"request_id": request.id, "tenant_id": tenant_id,
                         "status": Status.DEPROVISIONING.value}, True
@@ -308,6 +329,118 @@ def tenant_delete(tenant_id: str, purge: bool, wait_: bool, timeout_s: float,
     if not ok:
         error = data.get("error") or {}
         _fail(f"deleting {tenant_id} failed at {error.get('step')}: {error.get('reason')}", 1)
+
+
+@tenant.command("restore")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--from", "backup", default=None, metavar="BACKUP",
+              help="A .dump in $CLONER_DATA_DIR/backups/TENANT/ (default: the tenant's last "
+                   "recorded backup).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until ready or failed.")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+              help="Seconds to wait with --wait.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_restore(tenant_id: str, backup: str | None, wait_: bool, timeout_s: float,
+                   as_json: bool) -> None:
+    """Bring a deprovisioned or purged tenant back from a verified backup (new credentials)."""
+    from cloner.tenants import TenantService
+
+    # A relative --from means what it means in any shell: relative to the current directory.
+    source = str(Path(backup).absolute()) if backup else None
+
+    async def run(settings: Settings) -> tuple[dict[str, Any], bool]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            request = await service.restore(tenant_id, source, actor=_actor())
+            if not wait_:
+                return {"request_id": request.id, "tenant_id": tenant_id,
+                        "status": Status.REQUESTED.value,
+                        "backup": request.payload.get("backup")}, True
+            await _wait(app, request.id, timeout_s)
+            finished = await app.control_plane.get_request(request.id)
+            ok = finished is not None and finished.status is RequestStatus.DONE
+            return await service.to_json(await service.get(tenant_id), reveal=False), ok
+
+    data, ok = _run(run)
+    if as_json:
+        _print_json(data)
+    elif "request_id" in data:
+        click.echo(f"{tenant_id}: restore requested from {data['backup']} "
+                   f"(request {data['request_id']})")
+    else:
+        click.echo(_describe(data))
+    if not ok:
+        error = data.get("error") or {}
+        _fail(f"restoring {tenant_id} failed at {error.get('step')}: {error.get('reason')}", 1)
+
+
+@tenant.command("backup")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for the backup.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_backup(tenant_id: str, timeout_s: float, as_json: bool) -> None:
+    """Take a verified backup of a ready tenant now (queued; waits for it)."""
+    from cloner.tenants import TenantService
+
+    async def run(settings: Settings) -> tuple[dict[str, Any], str | None]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            request = await service.backup(tenant_id, actor=_actor())
+            await _wait(app, request.id, timeout_s)
+            finished = await app.control_plane.get_request(request.id)
+            if finished is None or finished.status is not RequestStatus.DONE:
+                return {}, (finished.last_error if finished else None) or "unknown error"
+            record = (await service.get(tenant_id)).backup or {}
+            return record, None
+
+    record, error = _run(run)
+    if error is not None:
+        _fail(f"backing up {tenant_id} failed at {error}", 1)
+    if as_json:
+        _print_json(record)
+    else:
+        click.echo(f"{tenant_id}: backup {record.get('path')} ({record.get('size_bytes')} bytes, "
+                   f"sha256 {str(record.get('sha256'))[:12]}…)")
+
+
+# ----------------------------------------------------------------- backups
+
+
+@cli.group()
+def backup() -> None:
+    """Backups on disk ($CLONER_DATA_DIR/backups/<tenant>/)."""
+
+
+@backup.command("list")
+@click.argument("tenant_id", metavar="[TENANT]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backup_list(tenant_id: str | None, as_json: bool) -> None:
+    """List backups from their manifests, each checksum computed again (verified)."""
+    from cloner.backups import list_backups
+
+    settings = _settings()
+    try:
+        if tenant_id is not None:
+            validate_tenant_id(tenant_id)
+        found = list_backups(settings.backups_dir, tenant_id)
+    except ClonerError as exc:
+        _fail(exc.message, exc.exit_code)
+    except OSError as exc:
+        _fail(f"cannot read {settings.backups_dir}: {exc}", 1)
+    rows = [b.as_dict() for b in found]
+    if as_json:
+        _print_json(rows)
+        return
+    header = ("TENANT", "TAKEN_AT", "REASON", "SIZE_BYTES", "VERIFIED", "PATH")
+    lines = [header] + [
+        (r["tenant"], r["taken_at"] or "-", r["reason"] or "-", str(r["size_bytes"]),
+         "yes" if r["verified"] else f"NO ({r['problem']})", r["path"])
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
 # --------------------------------------------------------------- templates

@@ -68,7 +68,12 @@ class ControlPlane(Protocol):
         self, spec: TenantSpec | None, kind: RequestKind, tenant_id: str,
         payload: dict[str, Any],
     ) -> Request:
-        """Record a request (and for provisioning, the tenant row) atomically."""
+        """Record a request and what it does to the tenant row, atomically.
+
+        A provisioning request creates (or re-creates) the row; a restore moves an
+        existing row back to ``requested`` with ``spec`` (from the backup's
+        manifest) and no credentials; other kinds need the row to exist.
+        """
 
     async def claim(self, owner: str, lease_ttl_s: float) -> Request | None:
         """Lease the next runnable request, or an expired one."""

@@ -40,6 +40,8 @@ from cloner.domain import (
 from cloner.errors import ControlPlaneError, TenantExists, TenantNotFound
 
 BUSY_TIMEOUT_MS = 5000
+#: Payload keys copied into the ``<kind>_requested`` event: who asked, and for what.
+_AUDITED_PAYLOAD = ("actor", "backup", "purge", "reason")
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
@@ -195,6 +197,19 @@ class SQLiteControlPlane:
                 )
             elif existing is None:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
+            elif kind is RequestKind.RESTORE:
+                assert spec is not None
+                # Checked here, inside the write transaction: the caller's check may be stale.
+                check_transition(Status(existing["status"]), Status.REQUESTED)
+                await db.execute(
+                    QUERIES["restore_tenant"],
+                    {
+                        "tenant_id": tenant_id, "status": Status.REQUESTED.value,
+                        "engine": spec.engine.value, "industry": spec.industry.value,
+                        "template_version": spec.template_version,
+                        "request_id": request_id, "now": now,
+                    },
+                )
             try:
                 await db.execute(
                     QUERIES["insert_request"],
@@ -207,7 +222,9 @@ class SQLiteControlPlane:
                 raise TenantExists(
                     f"tenant {tenant_id!r} already has a request in progress"
                 ) from None
-            await self._event(db, tenant_id, f"{kind.value}_requested", {"request": request_id})
+            audit = {k: payload[k] for k in _AUDITED_PAYLOAD if k in payload}
+            await self._event(db, tenant_id, f"{kind.value}_requested",
+                              {"request": request_id, **audit})
         request = await self.get_request(request_id)
         assert request is not None
         return request

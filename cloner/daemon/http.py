@@ -39,6 +39,7 @@ from cloner.api_models import (
     MAX_BODY_BYTES,
     SCHEMA_MODELS,
     CreateTenantRequest,
+    RestoreTenantRequest,
     TenantAccepted,
 )
 from cloner.app import App
@@ -53,6 +54,7 @@ from cloner.engines import get_engine
 from cloner.errors import (
     ClonerError,
     ControlPlaneError,
+    InvalidBackup,
     InvalidInput,
     RuntimeUnavailable,
     TenantExists,
@@ -148,6 +150,7 @@ class Operation:
     auth: bool = True
     parameters: tuple[Param, ...] = ()
     body: type[BaseModel] | None = None
+    body_required: bool = True
     tags: tuple[str, ...] = ("tenants",)
 
 
@@ -207,6 +210,19 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=(_TENANT_ID, _flag("purge", "Also remove the data volume (`true`).")),
     ),
     Operation(
+        "restoreTenant", "POST", "/v1/tenants/{tenant_id}/restore",
+        "Enqueue a restore of a deprovisioned or purged tenant from a verified backup: new "
+        "credentials, a fresh container, a new isolation proof.",
+        {202: Reply("Queued.", "TenantAccepted"), 401: _UNAUTHORIZED,
+         404: _problem_reply("No such tenant."),
+         409: _problem_reply("The tenant is not deprovisioned or purged (or a request of it "
+                             "is already queued or running)."),
+         413: _problem_reply(f"Body larger than {MAX_BODY_BYTES} bytes."),
+         422: _problem_reply("Invalid tenant id or body, or the backup is outside the tenant's "
+                             "backup folder or fails verification (`field` = `backup`).")},
+        parameters=(_TENANT_ID,), body=RestoreTenantRequest, body_required=False,
+    ),
+    Operation(
         "metrics", "GET", "/metrics", "Prometheus metrics (text exposition format).",
         {200: Reply("Metrics.", None, "text/plain")}, auth=False, tags=("operations",),
     ),
@@ -253,7 +269,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         doc["parameters"] = [p.as_openapi() for p in op.parameters]
     if op.body is not None:
         doc["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"},
             }},
@@ -376,7 +392,11 @@ _DOMAIN_CHECKS: dict[str, Callable[[str], object]] = {
 }
 
 
-def _invalid_body(exc: ValidationError) -> _Refused:
+_CREATE_BODY = "a JSON object with tenant_id, engine and industry"
+_RESTORE_BODY = "empty, or a JSON object with an optional backup"
+
+
+def _invalid_body(exc: ValidationError, expected: str = _CREATE_BODY) -> _Refused:
     """The first validation error as a problem, in the domain's words where it has them."""
     error = exc.errors(include_url=False)[0]
     loc = [str(part)[:60] for part in error["loc"]]
@@ -384,7 +404,7 @@ def _invalid_body(exc: ValidationError) -> _Refused:
     value = error.get("input")
     detail: str | None = None
     if where is None:
-        detail = "body must be a JSON object with tenant_id, engine and industry"
+        detail = f"body must be {expected}"
     elif error["type"] == "missing":
         detail = f"{where} is required"
     elif where in _DOMAIN_CHECKS and isinstance(value, str):
@@ -425,14 +445,7 @@ class _Handlers:
 
     async def createTenant(self, request: Request) -> Response:  # noqa: N802 - operation id
         """POST /v1/tenants."""
-        raw = await _read_body(request)
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: deeply nested JSON exhausts the parser's stack.
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
-            raise _Refused(422, "InvalidInput", f"body is {reason}; expected a JSON object "
-                           "with tenant_id, engine and industry") from None
+        data = _parse_json(await _read_body(request), _CREATE_BODY)
         try:
             body = CreateTenantRequest.model_validate(data)
         except ValidationError as exc:
@@ -440,7 +453,7 @@ class _Handlers:
         try:
             accepted = await self.service.create_or_get(
                 body.tenant_id, body.engine.value, body.industry.value,
-                body.template_version or None,
+                body.template_version or None, actor=constants.ACTOR_HTTP,
             )
         except TenantExists as exc:
             return _error_problem(exc, field="tenant_id")
@@ -466,15 +479,37 @@ class _Handlers:
     async def showTenant(self, request: Request) -> Response:  # noqa: N802 - operation id
         """GET /v1/tenants/{tenant_id}."""
         tenant = await self.service.get(_tenant_id(request))
-        doc = await self.service.to_json(tenant, reveal=_flag_value(request, "reveal"))
+        doc = await self.service.to_json(tenant, reveal=_flag_value(request, "reveal"),
+                                         events=True)
         return JSONResponse(doc)
 
     async def deleteTenant(self, request: Request) -> Response:  # noqa: N802 - operation id
         """DELETE /v1/tenants/{tenant_id}."""
         queued = await self.service.delete(_tenant_id(request),
-                                           purge=_flag_value(request, "purge"))
+                                           purge=_flag_value(request, "purge"),
+                                           actor=constants.ACTOR_HTTP)
         return _model_response(TenantAccepted(
             request_id=queued.id, tenant_id=queued.tenant_id, status=Status.DEPROVISIONING,
+        ), 202)
+
+    async def restoreTenant(self, request: Request) -> Response:  # noqa: N802 - operation id
+        """POST /v1/tenants/{tenant_id}/restore."""
+        tenant_id = _tenant_id(request)
+        raw = await _read_body(request)
+        body = RestoreTenantRequest()
+        if raw.strip():
+            try:
+                body = RestoreTenantRequest.model_validate(_parse_json(raw, _RESTORE_BODY))
+            except ValidationError as exc:
+                raise _invalid_body(exc, _RESTORE_BODY) from None
+        try:
+            queued = await self.service.restore(tenant_id, body.backup,
+                                                actor=constants.ACTOR_HTTP)
+        except InvalidBackup as exc:
+            return _error_problem(exc, field="backup")
+        log.info("http.tenant_restore", tenant_id=tenant_id, request_id=queued.id)
+        return _model_response(TenantAccepted(
+            request_id=queued.id, tenant_id=queued.tenant_id, status=Status.REQUESTED,
         ), 202)
 
     async def metrics(self, _request: Request) -> Response:
@@ -504,6 +539,15 @@ class _Handlers:
     async def openapi(self, _request: Request) -> Response:
         """GET /openapi.json."""
         return JSONResponse(openapi_document())
+
+
+def _parse_json(raw: bytes, expected: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: deeply nested JSON exhausts the parser's stack.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise _Refused(422, "InvalidInput", f"body is {reason}; expected {expected}") from None
 
 
 def _tenant_id(request: Request) -> str:

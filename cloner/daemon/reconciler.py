@@ -63,6 +63,12 @@ the registry and the active (queued/running) requests, and then:
    its engine, or whose ``cloner.template_version`` label differs from the
    tenant's, is logged and counted, never acted upon.
 
+5. **Retention** (``daemon/retention.py``). A DEPROVISIONED tenant whose
+   deprovisioning is older than ``retention_days`` and whose final backup
+   verifies gets a purge request (``action="retention_queued"``); the worker
+   that runs it counts ``action="retention_purged"``. Without a verified
+   backup nothing is purged (``action="retention_blocked"``, reported once).
+
 The reconciler never fights the workers: tenants with an active request are
 skipped, and every state change goes through the registry's state machine,
 so a tenant that moved on meanwhile (say, to ``deprovisioning``) refuses the
@@ -91,6 +97,7 @@ from cloner import constants
 from cloner.app import App
 from cloner.controlplane import TenantUpdate
 from cloner.daemon.health import mark_degraded, mark_ready
+from cloner.daemon.retention import RetentionSweep
 from cloner.domain import (
     Credentials,
     Endpoint,
@@ -232,6 +239,7 @@ class Reconciler:
         self._reported: set[tuple[str, str, str]] = set()
         self._seen_now: set[tuple[str, str, str]] = set()
         self._limiter = asyncio.Semaphore(REPAIR_CONCURRENCY)
+        self._retention = RetentionSweep(app)
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then every ``reconcile_interval_s`` until ``stop`` is set."""
@@ -297,6 +305,7 @@ class Reconciler:
                 await self._consider_orphan(resource, reason, now, actions)
 
         await self._repairs(tenants, active, owned, actions)
+        await self._retention_sweep(tenants, active, actions)
 
     # ------------------------------------------------------------- abandoned
 
@@ -544,6 +553,18 @@ class Reconciler:
             )))
         self._act(actions, "endpoint_updated", tenant.tenant_id, container.name,
                   f"port {port} → {container.host_port}")
+
+    # -------------------------------------------------------------- retention
+
+    async def _retention_sweep(
+        self, tenants: dict[str, Tenant], active: dict[str, Request | None],
+        actions: list[ReconcileAction],
+    ) -> None:
+        for outcome in await self._retention.sweep(tenants, active, time.time()):
+            blocked = outcome.action == "retention_blocked"
+            self._act(actions, outcome.action, outcome.tenant_id,
+                      volume_name(outcome.tenant_id), outcome.detail,
+                      level="warning" if blocked else "info", once=blocked)
 
     # ------------------------------------------------------------------ drift
 

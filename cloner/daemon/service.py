@@ -21,6 +21,7 @@ from cloner.daemon.health import HealthMonitor
 from cloner.daemon.http import make_server
 from cloner.daemon.reconciler import Reconciler
 from cloner.daemon.worker import Worker
+from cloner.errors import RuntimeUnavailable
 from cloner.logging import get_logger
 from cloner.settings import Settings
 
@@ -55,15 +56,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         server = make_server(self.app)
-        await self.app.runtime.ensure_network(self.app.settings.tenant_network)
         log.info("daemon.start", workers=len(self.workers), http=self.app.settings.http_listen,
                  owner=self.app.owner_id, install=self.app.install_id)
-        facts = await self.app.runtime.engine_facts()
-        log.info("daemon.docker_engine", **facts)
-        if not facts["live_restore"]:
-            log.warning("daemon.docker_live_restore_off",
-                        hint="tenant databases stop while dockerd restarts; set "
-                             "\"live-restore\": true in /etc/docker/daemon.json")
+        await self._check_runtime()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat(), name="heartbeat")
@@ -90,6 +85,31 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.app.control_plane.remove_daemon(self.app.owner_id)
             log.info("daemon.stopped")
+
+    async def _check_runtime(self) -> None:
+        """Create the tenant network and report the Docker engine's settings.
+
+        A Docker engine that does not answer is reported, not fatal: a daemon
+        started before dockerd, or in a container without access to the socket,
+        still serves /healthz, /metrics and a /readyz that says why it is not
+        ready, exactly as when dockerd goes away under a running daemon. The
+        reconciler sets ``cloner_runtime_up`` and provisioning retries; the
+        network is created by the first provisioning that needs it.
+        """
+        try:
+            await self.app.runtime.ensure_network(self.app.settings.tenant_network)
+            facts = await self.app.runtime.engine_facts()
+        except RuntimeUnavailable as exc:
+            self.app.metrics.runtime_up.set(0)
+            log.warning("daemon.docker_unreachable", error=exc.message,
+                        hint="check the Docker socket (CLONER_DOCKER_URL) and that this user "
+                             "may open it; serving anyway, /readyz reports it")
+            return
+        log.info("daemon.docker_engine", **facts)
+        if not facts["live_restore"]:
+            log.warning("daemon.docker_live_restore_off",
+                        hint="tenant databases stop while dockerd restarts; set "
+                             "\"live-restore\": true in /etc/docker/daemon.json")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("daemon.stopping", signal=sig.name)

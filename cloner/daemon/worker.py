@@ -18,7 +18,7 @@ import structlog
 
 from cloner.app import App
 from cloner.controlplane import TenantUpdate
-from cloner.domain import Request, RequestKind, Status
+from cloner.domain import PROVISIONING_KINDS, Request, RequestKind, Status
 from cloner.logging import get_logger
 from cloner.pipeline import StepFailed
 
@@ -110,7 +110,7 @@ class Worker:
         cp = self.app.control_plane
         owner = self.app.owner_id
         tenant = await cp.get_tenant(request.tenant_id)
-        if (request.kind is RequestKind.PROVISION and tenant is not None
+        if (request.kind in PROVISIONING_KINDS and tenant is not None
                 and tenant.request_id == request.id and tenant.status is Status.FAILED):
             # Redelivered after the failure was recorded: only the queue is behind.
             error = tenant.error or {}
@@ -118,8 +118,10 @@ class Worker:
             await asyncio.shield(cp.fail(request.id, owner, line))
             return
         try:
-            if request.kind is RequestKind.PROVISION:
+            if request.kind in PROVISIONING_KINDS:
                 await self.app.provisioner.run(request, checkpoint=self._lease_check(request))
+            elif request.kind is RequestKind.BACKUP:
+                await self.app.deprovisioner.on_demand(request)
             else:
                 await self.app.deprovisioner.run(request)
         except StepFailed as failure:
@@ -147,25 +149,41 @@ class Worker:
             log.warning("worker.retry", step=failure.step, reason=failure.reason,
                         delay_s=round(delay, 2))
             self.app.metrics.retries.labels(engine=engine, step=failure.step).inc()
-            await cp.update_tenant(request.tenant_id, TenantUpdate(error=error))
+            if request.kind is not RequestKind.BACKUP:
+                await cp.update_tenant(request.tenant_id, TenantUpdate(error=error))
             await cp.retry(request.id, owner, line, delay)
             return
         log.error("worker.failed", step=failure.step, reason=failure.reason,
                   error_class=failure.error_class)
-        if request.kind is RequestKind.PROVISION:
-            self.app.metrics.provisions.labels(
-                engine=engine, outcome="failure", error_class=failure.error_class
-            ).inc()
+        detail = {**error, "request": request.id, "actor": request.payload.get("actor")}
+        if request.kind in PROVISIONING_KINDS:
+            if request.kind is RequestKind.RESTORE:
+                self.app.metrics.restores.labels(engine=engine, outcome="failure").inc()
+            else:
+                self.app.metrics.provisions.labels(
+                    engine=engine, outcome="failure", error_class=failure.error_class
+                ).inc()
             try:
+                # A failed restore compensates like a failed create, volume included. That
+                # may be a deprovisioned tenant's old volume (failure before `start`), but
+                # a restore is only accepted when a verified backup holds that data
+                # (TenantService.restore), and a retried restore loads from a backup anyway.
                 await self.app.provisioner.compensate(request.tenant_id)
             except Exception as exc:  # the reconciler removes what is left
                 log.exception("worker.compensation_failed", error=str(exc))
             await cp.update_tenant(request.tenant_id, TenantUpdate(
-                status=Status.FAILED, error=error, event="failed", event_detail=error,
+                status=Status.FAILED, error=error, event_detail=detail,
+                event="restore_failed" if request.kind is RequestKind.RESTORE else "failed",
+            ))
+        elif request.kind is RequestKind.BACKUP:
+            # The tenant itself is fine: the reason goes to the request and the history,
+            # not to the tenant's error (that field explains why a tenant is not ready).
+            await cp.update_tenant(request.tenant_id, TenantUpdate(
+                event="backup_failed", event_detail=detail,
             ))
         else:
             await cp.update_tenant(request.tenant_id, TenantUpdate(
-                error=error, event="deprovision_failed", event_detail=error,
+                error=error, event="deprovision_failed", event_detail=detail,
             ))
         await cp.fail(request.id, owner, line)
 

@@ -1,9 +1,11 @@
 """The engine interface: the hooks the pipeline calls, in order, for one tenant database.
 
 ``container_spec`` → ``wait_ready`` → ``apply_templates`` → ``apply_rbac`` →
-``prove_isolation`` → (later) ``backup``. Every hook is idempotent: after a
-crash the pipeline calls it again and it finishes or does nothing. The health
-monitor calls ``probe`` and ``prove_isolation`` again on live tenants.
+``prove_isolation``; ``backup`` when deprovisioning or on demand, and ``restore``
+in place of ``apply_templates`` when a tenant is restored from a backup. Every
+hook is idempotent: after a crash the pipeline calls it again and it finishes
+or does nothing. The health monitor calls ``probe`` and ``prove_isolation``
+again on live tenants.
 """
 
 from __future__ import annotations
@@ -105,7 +107,11 @@ class EngineDriver(Protocol):
         """A compressed logical backup written to ``dest``."""
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
-        """Load a backup taken by ``backup`` into the (empty) tenant database."""
+        """Load a backup taken by ``backup`` into the tenant database, creating it if needed.
+
+        Idempotent like every hook: a database that already holds the restored
+        schema (an earlier attempt of the same request) is left as it is.
+        """
 
     async def row_counts(self, target: TenantTarget) -> dict[str, int]:
         """Rows per table, read as the owner (for verification and tests)."""

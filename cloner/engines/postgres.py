@@ -203,8 +203,8 @@ class PostgresEngine:
 
     # --------------------------------------------------------------- template
 
-    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
-        """Create the database and owner role, then root + overlay in one transaction."""
+    async def _ensure_database(self, target: TenantTarget) -> None:
+        """The owner role (no login yet) and the tenant database it owns, schema included."""
         db = target.database
         owner = target.credentials.roles["owner"].username
         async with self._session(target, database="postgres") as conn:
@@ -217,6 +217,13 @@ class PostgresEngine:
                 await conn.execute(f"CREATE DATABASE {quote_ident(db)} OWNER {quote_ident(owner)}")
         async with self._session(target) as conn:
             await conn.execute(f"ALTER SCHEMA public OWNER TO {quote_ident(owner)}")
+
+    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
+        """Create the database and owner role, then root + overlay in one transaction."""
+        db = target.database
+        owner = target.credentials.roles["owner"].username
+        await self._ensure_database(target)
+        async with self._session(target) as conn:
             if await self._applied(conn, templates, db):
                 return
             async with conn.transaction():
@@ -509,9 +516,24 @@ class PostgresEngine:
         return BackupResult(dest, size, digest, "pg_dump-custom")
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
-        """``pg_restore`` inside the container, fed through stdin; owned by the owner role."""
+        """``pg_restore`` inside the container, fed through stdin; owned by the owner role.
+
+        The database and owner role are created first when missing (a restore
+        into a fresh server). A database whose schema already holds tables is
+        left alone: ``--single-transaction`` makes a restore all or nothing, so
+        tables there mean an earlier attempt of the same request finished it.
+        """
         if target.container_name is None:
             raise BackupError("postgres restore needs the tenant container")
+        await self._ensure_database(target)
+        async with self._session(target) as conn:
+            restored = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r')"
+            )
+        if restored:
+            log.info("postgres.restore_already_done", tenant_id=target.tenant_id)
+            return
         owner = target.credentials.roles["owner"].username
         code, output = await runtime.exec_with_stdin(
             target.container_name,

@@ -2,27 +2,32 @@
 
 Data is never dropped before a verified backup exists: ``--purge`` removes
 the volume only after the backup of this run (or an earlier one) checks out.
+The same class takes on-demand backups of ready tenants (``RequestKind.BACKUP``).
+Every event it records names who asked (``actor`` of the request payload).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cloner import constants
+from cloner.backups import write_manifest
 from cloner.controlplane import TenantUpdate
 from cloner.domain import Request, Status, Tenant, container_name, volume_name
 from cloner.engines import BackupResult, TenantTarget
-from cloner.errors import BackupError
+from cloner.errors import BackupError, InvalidTransition
 from cloner.logging import get_logger
 from cloner.pipeline.context import Services
 from cloner.pipeline.provision import StepFailed
 
 log = get_logger(__name__)
+
+#: ``reason`` of the purge requests the retention sweep enqueues.
+RETENTION_REASON = "retention"
 
 
 class Deprovisioner:
@@ -35,6 +40,7 @@ class Deprovisioner:
         """Run one deprovision request; raise ``StepFailed`` on failure."""
         tenant_id = request.tenant_id
         purge = bool(request.payload.get("purge"))
+        actor = request.payload.get("actor")
         tenant = await self._get(tenant_id)
         if tenant.status is Status.DEPROVISIONED and not purge:
             return tenant
@@ -43,7 +49,7 @@ class Deprovisioner:
             if tenant.status is not Status.DEPROVISIONING:
                 tenant = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
                     status=Status.DEPROVISIONING, event="deprovision_started",
-                    event_detail={"purge": purge, "request": request.id},
+                    event_detail={"purge": purge, "request": request.id, "actor": actor},
                 ))
             step = "backup"
             backup = tenant.backup
@@ -54,7 +60,8 @@ class Deprovisioner:
             # was removed stays the final one (purging a deprovisioned tenant needs no new one).
             if (has_data and container is not None and tenant.endpoint is not None
                     and tenant.has_credentials and not taken_now):
-                backup = await self.backup(tenant, reason="deprovision", request_id=request.id)
+                backup = await self.backup(tenant, reason="deprovision", request_id=request.id,
+                                           actor=actor)
             step = "remove"
             await self.s.runtime.remove_container(container_name(tenant_id))
             final = Status.DEPROVISIONED
@@ -64,13 +71,21 @@ class Deprovisioner:
                 await self.s.runtime.remove_volume(volume_name(tenant_id))
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
-            return await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
+            reason = request.payload.get("reason")
+            done = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
                 status=final, error=None, event=final.value,
-                event_detail={"backup": (backup or {}).get("path")},
+                event_detail={"backup": (backup or {}).get("path"), "request": request.id,
+                              "actor": actor, "reason": reason},
             ))
         except Exception as exc:
             self.s.metrics.deprovisions.labels(outcome="failure").inc()
             raise StepFailed(step, exc) from exc
+        if final is Status.PURGED and reason == RETENTION_REASON:
+            # Counted with the reconciler's actions: the retention sweep of its pass
+            # decided this purge; the worker only carried it out.
+            self.s.metrics.reconcile_actions.labels(action="retention_purged").inc()
+            log.info("retention.purged", tenant_id=tenant_id, backup=(backup or {}).get("path"))
+        return done
 
     async def _get(self, tenant_id: str) -> Tenant:
         tenant = await self.s.control_plane.get_tenant(tenant_id)
@@ -78,8 +93,25 @@ class Deprovisioner:
             raise StepFailed("validate", BackupError(f"no tenant {tenant_id!r}"))
         return tenant
 
+    async def on_demand(self, request: Request) -> dict[str, Any]:
+        """Run one on-demand backup request of a ready tenant; ``StepFailed`` on failure."""
+        tenant = await self._get(request.tenant_id)
+        if tenant.backup and tenant.backup.get("request") == request.id:
+            return tenant.backup  # redelivered after the backup was recorded
+        if tenant.status is not Status.READY:
+            raise StepFailed("validate", InvalidTransition(
+                f"tenant {tenant.tenant_id!r} is {tenant.status.value}; "
+                "only a ready tenant can be backed up on demand"
+            ))
+        try:
+            return await self.backup(tenant, reason="on-demand", request_id=request.id,
+                                     actor=request.payload.get("actor"))
+        except Exception as exc:
+            raise StepFailed("backup", exc) from exc
+
     async def backup(
-        self, tenant: Tenant, *, reason: str, request_id: str | None
+        self, tenant: Tenant, *, reason: str, request_id: str | None,
+        actor: str | None = None,
     ) -> dict[str, Any]:
         """Take, checksum and record a logical backup; the container is started if needed."""
         engine, target = await self.s.target(tenant)
@@ -89,13 +121,14 @@ class Deprovisioner:
             await engine.wait_ready(target, self.s.settings.ready_timeout_s)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             folder = self.s.settings.backups_dir / tenant.tenant_id
-            dest = folder / f"{tenant.tenant_id}-{stamp}.dump"
+            dest = folder / f"{tenant.tenant_id}-{stamp}{constants.BACKUP_SUFFIX}"
             result = await engine.backup(self.s.runtime, target, dest)
         except Exception:
             self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
             raise
         record = _record(result, tenant, reason, request_id, time.monotonic() - started)
-        await asyncio.to_thread(_write_manifest, result.path, record)
+        record["actor"] = actor
+        await asyncio.to_thread(write_manifest, result.path, record)
         self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="success").inc()
         self.s.metrics.backup_size.labels(engine=tenant.engine.value).set(result.size_bytes)
         self.s.metrics.backup_duration.labels(engine=tenant.engine.value).observe(
@@ -145,9 +178,3 @@ def _record(
         "label": constants.CONTAINER_PREFIX + tenant.tenant_id,
     }
 
-
-def _write_manifest(path: Path, record: dict[str, Any]) -> None:
-    manifest = path.with_suffix(".json")
-    manifest.write_text(json.dumps(record, indent=2) + "\n")
-    manifest.chmod(0o600)
-    path.with_suffix(path.suffix + ".sha256").write_text(f"{record['sha256']}  {path.name}\n")

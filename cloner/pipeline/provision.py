@@ -4,6 +4,15 @@ Each step is idempotent: a request redelivered after a crash runs the
 pipeline from the top, and every step either finds its work done or
 finishes it. Steps never talk to Docker or a database directly; they call
 the runtime and the engine driver.
+
+A restore (``RequestKind.RESTORE``) is this same pipeline with two steps
+changed: ``resolve`` re-verifies the backup file instead of resolving
+templates, and ``template`` loads the backup instead of applying templates.
+Everything else is what a new tenant gets, on purpose: new credentials
+(the enqueue cleared the old ones), a fresh container and volume (the new
+request id makes the runtime replace a deprovisioned tenant's stale volume,
+whose data the verified backup holds), RBAC re-granted on the restored
+tables, and a new isolation proof before the tenant is ``ready``.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import asyncpg
 import structlog
 
 from cloner import constants
+from cloner.backups import BackupInfo, verify_backup
 from cloner.catalog import ResolvedTemplates
 from cloner.controlplane import TenantUpdate
 from cloner.domain import (
@@ -25,6 +35,7 @@ from cloner.domain import (
     Endpoint,
     IsolationReport,
     Request,
+    RequestKind,
     Status,
     Tenant,
     TenantSpec,
@@ -36,7 +47,13 @@ from cloner.domain import (
     volume_name,
 )
 from cloner.engines import EngineDriver, TenantTarget, get_engine
-from cloner.errors import ClonerError, IsolationViolation, NotReady, TimeoutExceeded
+from cloner.errors import (
+    ClonerError,
+    InvalidBackup,
+    IsolationViolation,
+    NotReady,
+    TimeoutExceeded,
+)
 from cloner.logging import REDACTOR, get_logger
 from cloner.pipeline.context import Services
 from cloner.pipeline.verify import prove_isolation
@@ -92,12 +109,19 @@ class ProvisionRun:
     container: ContainerInfo | None = None
     endpoint: Endpoint | None = None
     isolation: IsolationReport | None = None
+    #: The verified backup a restore loads (set by ``resolve``; None when provisioning).
+    backup: BackupInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def tenant_id(self) -> str:
         """The tenant this run provisions."""
         return self.request.tenant_id
+
+    @property
+    def restoring(self) -> bool:
+        """True when this run restores a backup instead of applying templates."""
+        return self.request.kind is RequestKind.RESTORE
 
     def target(self) -> TenantTarget:
         """Connection target once start has run."""
@@ -152,23 +176,28 @@ class Provisioner:
                     raise StepFailed(step, exc) from exc
                 elapsed = time.monotonic() - step_started
                 run.timings[step] = round(elapsed, 4)
-                if run.spec is not None:
+                # Restores stay out of the provisioning histogram: their template step
+                # loads data, and its duration would skew the template-step figures.
+                if run.spec is not None and not run.restoring:
                     self.s.metrics.provision_duration.labels(
                         engine=run.spec.engine.value, step=step
                     ).observe(elapsed)
                 log.debug("provision.step_done", seconds=round(elapsed, 4))
         total = time.monotonic() - started
         assert run.spec is not None
-        self.s.metrics.provision_duration.labels(
-            engine=run.spec.engine.value, step="total"
-        ).observe(total)
-        self.s.metrics.provisions.labels(
-            engine=run.spec.engine.value, outcome="success", error_class=""
-        ).inc()
+        engine = run.spec.engine.value
+        if run.restoring:
+            self.s.metrics.restore_duration.labels(engine=engine).observe(total)
+            self.s.metrics.restores.labels(engine=engine, outcome="success").inc()
+        else:
+            self.s.metrics.provision_duration.labels(engine=engine, step="total").observe(total)
+            self.s.metrics.provisions.labels(
+                engine=engine, outcome="success", error_class=""
+            ).inc()
         tenant = await self.s.control_plane.get_tenant(run.tenant_id)
         assert tenant is not None
-        log.info("provision.ready", seconds=round(total, 3),
-                 port=run.endpoint.port if run.endpoint else None)
+        log.info("provision.restored" if run.restoring else "provision.ready",
+                 seconds=round(total, 3), port=run.endpoint.port if run.endpoint else None)
         return tenant
 
     # ------------------------------------------------------------------ steps
@@ -203,6 +232,9 @@ class Provisioner:
 
     async def _resolve(self, run: ProvisionRun) -> None:
         assert run.spec is not None
+        if run.restoring:
+            run.backup = await self._verified_backup(run)
+            return
         run.templates = self.s.catalog.resolve(
             run.spec.engine.value, run.spec.template_version, run.spec.industry
         )
@@ -263,8 +295,29 @@ class Provisioner:
                 state = "gone" if info is None else info.status
                 raise NotReady(f"container {name} is {state} while starting")
 
+    async def _verified_backup(self, run: ProvisionRun) -> BackupInfo:
+        """The backup named by the request, checked again: it may have changed since enqueue."""
+        payload = run.request.payload
+        source = payload.get("backup")
+        if not isinstance(source, str) or not source:
+            raise InvalidBackup("restore request names no backup")
+        info = await asyncio.to_thread(
+            verify_backup, self.s.settings.backups_dir, run.tenant_id, source
+        )
+        if info.sha256 != payload.get("sha256"):
+            raise InvalidBackup(
+                f"backup {info.path.name} changed since the restore was requested "
+                f"(sha256 {str(info.sha256)[:12]}…, expected {str(payload.get('sha256'))[:12]}…)"
+            )
+        return info
+
     async def _template(self, run: ProvisionRun) -> None:
-        assert run.engine and run.templates
+        assert run.engine is not None
+        if run.restoring:
+            assert run.backup is not None
+            await run.engine.restore(self.s.runtime, run.target(), run.backup.path)
+            return
+        assert run.templates is not None
         await run.engine.apply_templates(run.target(), run.templates)
 
     async def _rbac(self, run: ProvisionRun) -> None:
@@ -282,9 +335,13 @@ class Provisioner:
     async def _register(self, run: ProvisionRun) -> None:
         total = round(sum(run.timings.values()), 4)
         timings: dict[str, Any] = {"total_s": total, "steps": dict(run.timings)}
+        detail: dict[str, Any] = {"request": run.request.id,
+                                  "actor": run.request.payload.get("actor")}
+        if run.backup is not None:
+            detail["backup"] = str(run.backup.path)
         await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(
             status=Status.READY, timings=timings, error=None, endpoint=run.endpoint,
-            event="ready", event_detail={"request": run.request.id},
+            event="restored" if run.restoring else "ready", event_detail=detail,
         ))
 
     # ----------------------------------------------------------- compensation

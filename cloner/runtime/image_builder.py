@@ -8,8 +8,11 @@ with the image configuration (entrypoint, env, labels...) passed as
 the matching official image, so the rest of cloner does not care where an
 image came from.
 
-Each engine is one :class:`EngineRecipe`. The work is blocking (minutes of
-subprocess and HTTP); async callers use ``asyncio.to_thread``.
+Each engine is one :class:`EngineRecipe`. Images that other images are
+built ``FROM`` (the daemon's own image on a host that cannot pull
+``python:3.11-slim``) are a :class:`BaseRecipe`: packages only, no account,
+no entrypoint. The work is blocking (minutes of subprocess and HTTP); async
+callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -35,10 +38,13 @@ from docker.utils import parse_repository_tag
 from cloner.errors import ImageError
 
 __all__ = [
+    "BASE_RECIPES",
     "RECIPES",
+    "BaseRecipe",
     "EngineRecipe",
     "ImageBuildError",
     "OwnedDir",
+    "build_base_image",
     "build_offline_image",
 ]
 
@@ -196,6 +202,58 @@ POSTGRES_RECIPE = EngineRecipe(
 RECIPES: Mapping[str, EngineRecipe] = {POSTGRES_RECIPE.engine: POSTGRES_RECIPE}
 
 
+@dataclass(frozen=True, slots=True)
+class BaseRecipe:
+    """A plain Debian image to build other images ``FROM``.
+
+    Unlike an :class:`EngineRecipe` it creates no account and installs no
+    entrypoint: the image that derives from it decides both.
+
+    Attributes:
+        name: key in :data:`BASE_RECIPES`; also the ``cloner.image.base`` label.
+        packages: Debian packages to install (dependencies follow).
+        path_excludes: dpkg path filters on top of :data:`COMMON_PATH_EXCLUDES`.
+        smoke_test: command run inside the finished root filesystem; a
+            non-zero exit fails the build.
+        changes: Dockerfile instructions applied by ``docker import`` (the
+            ``cloner.image.*`` labels are added by the builder).
+    """
+
+    name: str
+    packages: tuple[str, ...]
+    path_excludes: tuple[str, ...]
+    smoke_test: tuple[str, ...]
+    changes: tuple[str, ...]
+
+
+PYTHON_BASE_RECIPE = BaseRecipe(
+    name="python",
+    # Debian bookworm's python3 is 3.11, what cloner requires. python3-venv
+    # brings ensurepip and the pip wheel it installs into a new venv, so a
+    # derived image can `pip install --no-index` from a wheelhouse.
+    packages=("python3", "python3-venv"),
+    path_excludes=(),
+    # A venv with a working pip is what derived images need; sqlite3 and ssl
+    # are what cloner's control plane and database drivers import.
+    smoke_test=(
+        "sh",
+        "-ec",
+        "python3 -c 'import sqlite3, ssl' && python3 -m venv /tmp/smoke-venv && "
+        "/tmp/smoke-venv/bin/pip --version >/dev/null && rm -rf /tmp/smoke-venv",
+    ),
+    changes=(
+        'CMD ["python3"]',
+        # `docker import` gives an image no environment at all; a derived
+        # Dockerfile's `ENV PATH=/x:$PATH` must find the usual one.
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+    ),
+)
+
+#: Base images that can be built offline, by name.
+BASE_RECIPES: Mapping[str, BaseRecipe] = {PYTHON_BASE_RECIPE.name: PYTHON_BASE_RECIPE}
+
+
 def build_offline_image(
     engine: str,
     tag: str,
@@ -228,6 +286,75 @@ def build_offline_image(
     if mmdebstrap is None:
         raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
 
+    changes = [
+        f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]',
+        *recipe.changes,
+        "LABEL cloner.image.source=offline-build",
+        f"LABEL cloner.image.engine={recipe.engine}",
+    ]
+    _build(
+        engine,
+        tag,
+        lambda rootfs: _mmdebstrap_argv(mmdebstrap, recipe, entrypoint, rootfs),
+        changes,
+        ("cloner.image.engine", recipe.engine),
+        work_dir=work_dir,
+        log=log,
+    )
+
+
+def build_base_image(
+    name: str,
+    tag: str,
+    *,
+    work_dir: Path,
+    log: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """Build the base image ``name`` (see :data:`BASE_RECIPES`) and tag it ``tag``.
+
+    Same needs, blocking behaviour and clean-up as :func:`build_offline_image`;
+    the image gets the labels ``cloner.image.source=offline-build`` and
+    ``cloner.image.base=<name>``. The daemon's Dockerfile builds on the
+    ``python`` base where ``python:3.11-slim`` cannot be pulled.
+
+    Raises:
+        ImageBuildError: unknown base, missing tool, or a failed step.
+    """
+    recipe = BASE_RECIPES.get(name)
+    if recipe is None:
+        raise ImageBuildError(
+            f"no offline recipe for base image {name!r} (known: {', '.join(sorted(BASE_RECIPES))})"
+        )
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise ImageBuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+    changes = [
+        *recipe.changes,
+        "LABEL cloner.image.source=offline-build",
+        f"LABEL cloner.image.base={recipe.name}",
+    ]
+    _build(
+        f"{name} base",
+        tag,
+        lambda rootfs: _base_argv(mmdebstrap, recipe, rootfs),
+        changes,
+        ("cloner.image.base", recipe.name),
+        work_dir=work_dir,
+        log=log,
+    )
+
+
+def _build(
+    what: str,
+    tag: str,
+    argv_for: Callable[[Path], list[str]],
+    changes: Sequence[str],
+    label: tuple[str, str],
+    *,
+    work_dir: Path,
+    log: Callable[[str], None],
+) -> None:
+    """mmdebstrap ``argv_for(tarball)``, then import the tarball as ``tag``."""
     # Before spending a minute on the root filesystem: is the engine there,
     # and does it accept the tag?
     previous = _preflight(tag)
@@ -236,9 +363,9 @@ def build_offline_image(
     rootfs = work_dir / "rootfs.tar"
     started = time.monotonic()
     try:
-        log(f"building the {engine} root filesystem from {DEBIAN_MIRROR} ({DEBIAN_SUITE})")
+        log(f"building the {what} root filesystem from {DEBIAN_MIRROR} ({DEBIAN_SUITE})")
         _run(
-            _mmdebstrap_argv(mmdebstrap, recipe, entrypoint, rootfs),
+            argv_for(rootfs),
             log=log,
             # The chroot is assembled next to the tarball rather than in /tmp,
             # which may be a small tmpfs.
@@ -246,7 +373,7 @@ def build_offline_image(
         )
         size_mb = rootfs.stat().st_size / 1e6
         log(f"root filesystem ready ({size_mb:.0f} MB tar) after {time.monotonic() - started:.0f}s")
-        image_id = _import(rootfs, tag, recipe, previous, log)
+        image_id = _import(rootfs, tag, changes, label=label, previous=previous, log=log)
     finally:
         rootfs.unlink(missing_ok=True)
     log(f"built {tag} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
@@ -258,15 +385,7 @@ def _mmdebstrap_argv(
     """The mmdebstrap command line. Hooks are ``sh -c`` strings; ``$1`` is
     the root directory being built (mmdebstrap's hook convention)."""
     q = shlex.quote
-    argv = [
-        mmdebstrap,
-        "--variant=apt",
-        "--include=" + ",".join(recipe.packages),
-    ]
-    for pattern in (*COMMON_PATH_EXCLUDES, *recipe.path_excludes):
-        argv.append(f"--dpkgopt=path-exclude={pattern}")
-    # Keep license texts: they are tiny and redistribution wants them.
-    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+    argv = _argv_head(mmdebstrap, recipe.packages, recipe.path_excludes)
 
     # Essential hooks run after the Essential:yes packages (passwd among
     # them), before anything else installs. Creating the account now means
@@ -300,7 +419,39 @@ def _mmdebstrap_argv(
         f'test "$(chroot "$1" id -u {q(recipe.user)}):$(chroot "$1" id -g {q(recipe.user)})" '
         f"= {recipe.uid}:{recipe.gid}"
     )
-    argv.append('--customize-hook=chroot "$1" ' + shlex.join(recipe.smoke_test))
+    argv += _argv_tail(recipe.smoke_test, _names_in_run(recipe.dirs), rootfs)
+    return argv
+
+
+def _base_argv(mmdebstrap: str, recipe: BaseRecipe, rootfs: Path) -> list[str]:
+    """The mmdebstrap command line of a base image: packages, smoke test, clean-up."""
+    return [
+        *_argv_head(mmdebstrap, recipe.packages, recipe.path_excludes),
+        *_argv_tail(recipe.smoke_test, set(), rootfs),
+    ]
+
+
+def _argv_head(
+    mmdebstrap: str, packages: Sequence[str], path_excludes: Sequence[str]
+) -> list[str]:
+    """Variant, packages and dpkg path filters: the start of every build."""
+    argv = [
+        mmdebstrap,
+        "--variant=apt",
+        "--include=" + ",".join(packages),
+    ]
+    for pattern in (*COMMON_PATH_EXCLUDES, *path_excludes):
+        argv.append(f"--dpkgopt=path-exclude={pattern}")
+    # Keep license texts: they are tiny and redistribution wants them.
+    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+    return argv
+
+
+def _argv_tail(smoke_test: Sequence[str], kept_in_run: set[str], rootfs: Path) -> list[str]:
+    """Smoke test, clean-up, suite and output: the end of every build.
+    ``kept_in_run`` are top-level names under /run the image keeps."""
+    q = shlex.quote
+    argv = ['--customize-hook=chroot "$1" ' + shlex.join(smoke_test)]
     # mmdebstrap's own cleanup also drops the apt lists; saying it here keeps
     # the image small even if that default changes. Logs and caches are
     # build-time noise.
@@ -313,8 +464,7 @@ def _mmdebstrap_argv(
     # mmdebstrap empties /run at the end, which would take our directories
     # below /var/run (a symlink to /run) with it. Do that cleanup here
     # instead, sparing them and /run/lock (which /var/lock points to).
-    kept_in_run = sorted({"lock", *_names_in_run(recipe.dirs)})
-    spare = " ".join(f"! -name {q(name)}" for name in kept_in_run)
+    spare = " ".join(f"! -name {q(name)}" for name in sorted({"lock", *kept_in_run}))
     argv.append("--skip=cleanup/run")
     argv.append(
         f'--customize-hook=find "$1"/run -mindepth 1 -maxdepth 1 {spare} -exec rm -rf {{}} +'
@@ -380,6 +530,8 @@ def _run(argv: Sequence[str], *, log: Callable[[str], None], env: Mapping[str, s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     if rc != 0:
         reason = f"timed out after {BUILD_TIMEOUT_S}s" if timed_out.is_set() else f"exited {rc}"
         raise ImageBuildError(f"{_render(argv)} {reason}: {_oneline(tail)}")
@@ -428,19 +580,16 @@ def _preflight(tag: str) -> str | None:
 def _import(
     rootfs: Path,
     tag: str,
-    recipe: EngineRecipe,
+    changes: Sequence[str],
+    *,
+    label: tuple[str, str],
     previous: str | None,
     log: Callable[[str], None],
 ) -> str:
-    """``docker import`` the tarball and tag the result ``tag``; return its
-    id. ``previous`` is the image ``tag`` named before, removed if unused."""
+    """``docker import`` the tarball with ``changes`` and tag the result
+    ``tag``; return its id. The finished image must carry ``label`` (key,
+    value). ``previous`` is the image ``tag`` named before, removed if unused."""
     repository, version = parse_repository_tag(tag)
-    changes = [
-        f'ENTRYPOINT ["{ENTRYPOINT_PATH}"]',
-        *recipe.changes,
-        "LABEL cloner.image.source=offline-build",
-        f"LABEL cloner.image.engine={recipe.engine}",
-    ]
     importable = [c for c in changes if c.split(None, 1)[0].upper() in _IMPORT_COMMANDS]
     finishing = [c for c in changes if c not in importable]
     what = f"docker import {rootfs} --change x{len(importable)}"
@@ -473,7 +622,7 @@ def _import(
                 raise
             image = client.images.get(tag)
             labels = image.labels or {}
-            if labels.get("cloner.image.engine") != recipe.engine:
+            if labels.get(label[0]) != label[1]:
                 raise ImageBuildError(f"{what}: the image lacks its labels ({labels})")
             image_id: str = image.id
             log(f"tagged {tag}: {image.attrs.get('Size', 0) / 1e6:.0f} MB")

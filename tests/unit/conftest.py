@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ from typing import Any
 import pytest
 
 from cloner.app import App
+from cloner.backups import write_manifest
 from cloner.controlplane import SQLiteControlPlane
 from cloner.daemon.worker import Worker
 from cloner.domain import Request, Tenant
 from cloner.settings import Settings
 from cloner.tenants import TenantService
-from cloner.testing import FakeEngine, InMemoryRuntime, open_fake_app, use_engine
+from cloner.testing import DUMP_MAGIC, FakeEngine, InMemoryRuntime, open_fake_app, use_engine
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +75,25 @@ class Env:
 
 
 EnvFactory = Callable[..., Awaitable[Env]]
+
+
+def make_backup(backups_dir: Path, tenant_id: str, stamp: str = "20260101T000000000000Z",
+                data: bytes | None = None, **manifest: Any) -> Path:
+    """Write a dump, its manifest and its .sha256 the way the deprovisioner does."""
+    folder = backups_dir / tenant_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{tenant_id}-{stamp}.dump"
+    payload = data if data is not None else DUMP_MAGIC + f" {tenant_id} {stamp}".encode()
+    path.write_bytes(payload)
+    record = {
+        "path": str(path), "size_bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(), "engine": "postgres",
+        "template_version": "v1.1", "industry": "finance", "reason": "deprovision",
+        "taken_at": "2026-01-01T00:00:00+00:00", "label": f"cloner-{tenant_id}",
+        "actor": "cli:alice",
+    } | manifest
+    write_manifest(path, record)
+    return path
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.unit.conftest import make_backup
 
 CLONER_SCRIPT = Path(sys.executable).with_name("cloner")
 COMMAND = [str(CLONER_SCRIPT)] if CLONER_SCRIPT.exists() else [sys.executable, "-m", "cloner"]
@@ -199,3 +202,86 @@ def test_create_enqueues_then_duplicate_is_refused(cloner: Runner, data_dir: Pat
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     for name in ("secret.key", "admin.token", "control-plane.sqlite3"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+# ------------------------------------------------------------------- lifecycle
+
+
+def _purged_with_backup(cloner: Runner, data_dir: Path) -> Path:
+    """Enqueue `acme`, mark it purged in the registry, and write one verified backup."""
+    assert cloner("tenant", "create", "acme", "--engine", "postgres", "--industry",
+                  "finance").code == 0
+    with sqlite3.connect(data_dir / "control-plane.sqlite3") as db:
+        db.execute("UPDATE tenants SET status = 'purged' WHERE tenant_id = 'acme'")
+        db.execute("UPDATE requests SET status = 'done' WHERE tenant_id = 'acme'")
+    return make_backup(data_dir / "backups", "acme", template_version="v1.0")
+
+
+def test_restore_of_an_unknown_tenant_exits_2(cloner: Runner) -> None:
+    """`tenant restore` of a tenant that does not exist exits 2 with one line."""
+    _assert_usage_error(cloner("tenant", "restore", "nosuch"), "no tenant", "nosuch")
+
+
+def test_restore_of_a_tenant_that_is_not_deprovisioned_exits_2(cloner: Runner) -> None:
+    """A requested (not deprovisioned or purged) tenant is refused with exit 2."""
+    assert cloner("tenant", "create", "acme", "--engine", "postgres", "--industry",
+                  "none").code == 0
+    _assert_usage_error(cloner("tenant", "restore", "acme"), "is requested",
+                        "deprovisioned or purged")
+
+
+@pytest.mark.parametrize("source", ["../data/secret.key", "/etc/passwd",
+                                    "data/backups/other/x.dump"])
+def test_restore_from_outside_the_backup_folder_exits_2(
+    cloner: Runner, data_dir: Path, source: str
+) -> None:
+    """--from outside $CLONER_DATA_DIR/backups/TENANT/ exits 2 and enqueues nothing."""
+    _purged_with_backup(cloner, data_dir)
+
+    _assert_usage_error(cloner("tenant", "restore", "acme", "--from", source), "outside")
+
+    shown = cloner("tenant", "show", "acme", "--json").json()
+    assert shown["status"] == "purged"
+
+
+def test_restore_from_a_verified_backup_enqueues_with_its_spec(
+    cloner: Runner, data_dir: Path
+) -> None:
+    """--from a verified backup (relative to the cwd) enqueues a restore; history has the actor."""
+    dump = _purged_with_backup(cloner, data_dir)
+
+    result = cloner("tenant", "restore", "acme", "--from",
+                    str(dump.relative_to(data_dir.parent)), "--json")
+
+    assert result.code == 0, result
+    body = result.json()
+    assert (body["tenant_id"], body["status"]) == ("acme", "requested")
+    assert body["backup"] == str(dump.resolve())
+    shown = cloner("tenant", "show", "acme", "--json").json()
+    assert (shown["status"], shown["template_version"]) == ("requested", "v1.0")
+    (event,) = [e for e in shown["events"] if e["kind"] == "restore_requested"]
+    assert event["detail"]["actor"].startswith("cli:")
+
+
+def test_backup_list_shows_each_backup_and_whether_it_verifies(
+    cloner: Runner, data_dir: Path
+) -> None:
+    """`backup list --json` re-verifies every backup; a tampered one says so."""
+    good = make_backup(data_dir / "backups", "acme")
+    bad = make_backup(data_dir / "backups", "acme", stamp="20260102T000000000000Z")
+    bad.write_bytes(bad.read_bytes()[::-1])
+
+    rows = cloner("backup", "list", "acme", "--json").json()
+    text = cloner("backup", "list")
+
+    assert [(r["path"], r["verified"]) for r in rows] == [(str(good), True), (str(bad), False)]
+    assert rows[0]["reason"] == "deprovision" and rows[0]["size_bytes"] == good.stat().st_size
+    assert text.code == 0 and "NO (sha256" in text.stdout
+    _assert_usage_error(cloner("backup", "list", "Bad_Id"), "invalid tenant id")
+
+
+def test_on_demand_backup_of_a_tenant_that_is_not_ready_exits_2(cloner: Runner) -> None:
+    """`tenant backup` of a requested tenant is refused with exit 2 before anything is queued."""
+    assert cloner("tenant", "create", "acme", "--engine", "postgres", "--industry",
+                  "none").code == 0
+    _assert_usage_error(cloner("tenant", "backup", "acme"), "only a ready tenant")

@@ -167,6 +167,28 @@ async def test_wait_ready_on_a_tenant_being_deleted_is_a_conflict(setup: Setup) 
     assert "deprovisioned" in caught.value.detail
 
 
+async def test_restore_tenant_brings_a_deleted_tenant_back(setup: Setup) -> None:
+    """restore_tenant on a ready tenant is a Conflict; after a delete it makes it ready again."""
+    async with setup.client() as client, setup.worker():
+        await client.create_tenant("acme", engine="postgres", industry="finance")
+        await client.wait_ready("acme", timeout_s=10, interval_s=0.02)
+        with pytest.raises(Conflict):
+            await client.restore_tenant("acme")
+        await client.delete_tenant("acme")
+        for _ in range(500):
+            if (await client.get_tenant("acme"))["status"] == "deprovisioned":
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(InvalidRequest) as outside:
+            await client.restore_tenant("acme", backup="../../secret.key")
+        accepted = await client.restore_tenant("acme")
+        restored = await client.wait_ready("acme", timeout_s=10, interval_s=0.02)
+
+    assert outside.value.field == "backup"
+    assert accepted["status"] == "requested" and accepted["request_id"]
+    assert restored["events"][-1]["kind"] == "restored"
+
+
 async def test_wrong_token_raises_unauthorized(setup: Setup) -> None:
     """A 401 answer becomes Unauthorized with status and the problem's detail."""
     async with setup.client(token="not-the-token") as client:

@@ -10,6 +10,7 @@ the configuration, the rules, their unit tests and the dashboard's PromQL.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -244,3 +245,280 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
 
     assert f"SUCCESS: {len(rules)} rules found" in _promtool("check", "rules", str(path),
                                                             cwd=tmp_path)
+
+
+# ------------------------------------------------------------------ compose and image
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
+GRAFANA_PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
+#: Absolute host paths compose may bind-mount: they belong to the host, not the repo.
+HOST_PATHS = {"/var/run/docker.sock"}
+#: Test value of every ${VAR} the compose file takes from the environment.
+COMPOSE_ENV = {"DOCKER_GID": "999"}
+
+
+def compose() -> dict[str, Any]:
+    """docker-compose.yml, parsed."""
+    document: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return document
+
+
+def service(name: str) -> dict[str, Any]:
+    """One service of docker-compose.yml."""
+    services: dict[str, Any] = compose()["services"]
+    assert name in services, f"docker-compose.yml has no {name} service"
+    return dict(services[name])
+
+
+def bind_mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """Container path → host path of a service's bind mounts (named volumes left out)."""
+    mounts: dict[str, str] = {}
+    for volume in svc.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                mounts[volume["target"]] = volume["source"]
+            continue
+        source, target, *_mode = str(volume).split(":")
+        if source.startswith((".", "/", "~")):
+            mounts[target] = source
+    return mounts
+
+
+def repo_path_in(svc: dict[str, Any], container_path: str) -> Path:
+    """The repository file or directory a service sees at ``container_path``."""
+    for target, source in sorted(bind_mounts(svc).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            relative = container_path[len(target):].lstrip("/")
+            return (REPO / source / relative).resolve()
+    raise AssertionError(f"{container_path} is not bind-mounted from the repository")
+
+
+def flag(svc: dict[str, Any], name: str) -> str:
+    """The value of ``--name=value`` in a service's command."""
+    command = svc.get("command", [])
+    values = [str(arg).split("=", 1)[1] for arg in command if str(arg).startswith(f"{name}=")]
+    assert len(values) == 1, f"{name} given {len(values)} times in {command}"
+    return values[0]
+
+
+def on_host_network(*names: str) -> bool:
+    """Whether all these services share the host's network namespace."""
+    return all(service(name).get("network_mode") == "host" for name in names)
+
+
+def cloner_listen() -> str:
+    """CLONER_HTTP_LISTEN of the compose cloner service."""
+    environment = service("cloner")["environment"]
+    if isinstance(environment, list):
+        environment = dict(str(e).split("=", 1) for e in environment)
+    return str(environment["CLONER_HTTP_LISTEN"])
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines if line and not line.startswith("#")
+    ]
+
+
+def test_compose_build_context_and_bind_mounts_exist_in_the_repo() -> None:
+    """Build context, Dockerfile and every relative bind mount exist; volumes are declared."""
+    document = compose()
+    declared_volumes = set(document.get("volumes") or {})
+
+    cloner = service("cloner")
+    context = REPO / cloner["build"]["context"]
+    assert context.resolve() == REPO
+    assert (context / cloner["build"]["dockerfile"]).resolve() == DOCKERFILE
+    for name, svc in document["services"].items():
+        for target, source in bind_mounts(svc).items():
+            if source.startswith("/"):
+                assert source in HOST_PATHS, f"{name}: unexpected host path {source}"
+            else:
+                assert (REPO / source).exists(), f"{name}: {source} (for {target}) is missing"
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":", 1)[0] if not isinstance(volume, dict) else ""
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared_volumes, f"{name}: volume {source} is not declared"
+
+
+def test_compose_daemon_has_the_docker_socket_and_its_data_volume() -> None:
+    """The cloner service mounts the Docker socket and keeps its data dir on a named volume."""
+    cloner = service("cloner")
+    environment = cloner["environment"]
+
+    assert bind_mounts(cloner).get("/var/run/docker.sock") == "/var/run/docker.sock"
+    data_dir = environment["CLONER_DATA_DIR"]
+    assert any(str(v).split(":")[1] == data_dir and not str(v).startswith((".", "/"))
+               for v in cloner["volumes"]), "CLONER_DATA_DIR is not on a named volume"
+    assert cloner["build"]["args"]["DOCKER_GID"]
+
+
+def test_compose_services_listen_on_loopback_only() -> None:
+    """API/metrics, Prometheus and Grafana are reachable from this host only."""
+    cloner = service("cloner")
+    prometheus = service("prometheus")
+    grafana = service("grafana")
+
+    if on_host_network("cloner"):
+        assert cloner_listen().rpartition(":")[0] == "127.0.0.1"
+        # Tenants are published on the host's loopback; host networking is what lets
+        # the daemon reach them there.
+        assert cloner["environment"]["CLONER_BIND_HOST"] == "127.0.0.1"
+    for svc in (cloner, prometheus, grafana):
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), port
+    if on_host_network("prometheus"):
+        assert flag(prometheus, "--web.listen-address").startswith("127.0.0.1:")
+    if on_host_network("grafana"):
+        assert grafana["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+
+
+def compose_prometheus_config() -> tuple[Path, dict[str, Any]]:
+    """The repository file compose's Prometheus loads as its configuration, parsed."""
+    path = repo_path_in(service("prometheus"), flag(service("prometheus"), "--config.file"))
+    return path, yaml.safe_load(path.read_text())
+
+
+def test_compose_prometheus_scrapes_the_cloner_service_and_loads_the_alerts() -> None:
+    """The scrape target is where the cloner service listens, seen from Prometheus' network."""
+    prometheus = service("prometheus")
+    _path, config = compose_prometheus_config()
+
+    if on_host_network("prometheus", "cloner"):
+        expected = cloner_listen()  # one network namespace: the host's
+    else:
+        expected = f"cloner:{cloner_listen().rpartition(':')[2]}"  # the compose service name
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for static in jobs["cloner"]["static_configs"] for t in static["targets"]]
+    assert targets == [expected]
+    for rule_file in config["rule_files"]:
+        in_container = str(Path(flag(prometheus, "--config.file")).parent / rule_file)
+        assert repo_path_in(prometheus, in_container) == (PROMETHEUS / "alerts.yml").resolve()
+
+
+def test_grafana_provisioning_points_at_prometheus_and_the_dashboard() -> None:
+    """The datasource is compose's Prometheus; the dashboard provider reads the dashboard."""
+    grafana = service("grafana")
+    datasources = yaml.safe_load(
+        repo_path_in(grafana, "/etc/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    providers = yaml.safe_load(
+        repo_path_in(grafana, "/etc/grafana/provisioning/dashboards/cloner.yml").read_text()
+    )["providers"]
+
+    (source,) = datasources
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    if on_host_network("grafana", "prometheus"):
+        assert source["url"] == f"http://{flag(service('prometheus'), '--web.listen-address')}"
+    else:
+        assert source["url"].startswith("http://prometheus:")
+    (provider,) = providers
+    assert provider["type"] == "file"
+    dashboards = repo_path_in(grafana, provider["options"]["path"] + "/cloner-dashboard.json")
+    assert dashboards == DASHBOARD.resolve()
+    home = grafana["environment"].get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        assert repo_path_in(grafana, home) == DASHBOARD.resolve()
+    # Every provisioning file in the repository is one compose mounts.
+    for file in GRAFANA_PROVISIONING.rglob("*.yml"):
+        relative = file.relative_to(GRAFANA_PROVISIONING).as_posix()
+        assert repo_path_in(grafana, f"/etc/grafana/provisioning/{relative}") == file.resolve()
+
+
+def test_dockerfile_takes_the_base_as_argument_and_runs_as_a_non_root_user() -> None:
+    """ARG BASE before every FROM ${BASE}; DOCKER_GID argument; the last USER is not root."""
+    instructions = dockerfile_instructions()
+    first_from = next(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    froms = [args for op, args in instructions if op == "FROM"]
+    users = [args for op, args in instructions if op == "USER"]
+
+    assert any(op == "ARG" and args.startswith("BASE") for op, args in instructions[:first_from])
+    assert all(args.split()[0] == "${BASE}" for args in froms), froms
+    assert any(op == "ARG" and args.startswith("DOCKER_GID") for op, args in instructions)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert ("ENTRYPOINT", '["cloner"]') in instructions
+    assert ("CMD", '["serve"]') in instructions
+    healthchecks = [args for op, args in instructions if op == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "healthcheck.py" in healthchecks[0]
+
+
+def test_dockerfile_copies_only_what_the_dockerignore_lets_through() -> None:
+    """Every COPY source exists (the wheelhouse is built) and is allowed by .dockerignore."""
+    allowed = {
+        line[1:].strip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    sources = [
+        args.split()[:-1] for op, args in dockerfile_instructions()
+        if op == "COPY" and not args.startswith("--from")
+    ]
+
+    assert sources
+    for source in (s.strip("/") for group in sources for s in group):
+        assert source in allowed, f"COPY {source} is excluded by .dockerignore"
+        if source != "deploy/wheelhouse":  # made by deploy/build-image.sh
+            assert (REPO / source).exists(), source
+    assert "deploy/wheelhouse/" in (REPO / ".gitignore").read_text()
+
+
+def _healthcheck_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cloner_healthcheck",
+                                                  REPO / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("listen", "url"), [
+    ("127.0.0.1:8080", "http://127.0.0.1:8080/healthz"),
+    ("0.0.0.0:8080", "http://127.0.0.1:8080/healthz"),
+    (":9000", "http://127.0.0.1:9000/healthz"),
+    ("[::]:8080", "http://[::1]:8080/healthz"),
+    ("10.1.2.3:8081", "http://10.1.2.3:8081/healthz"),
+])
+def test_healthcheck_probes_the_listen_address_wildcards_on_loopback(
+    listen: str, url: str,
+) -> None:
+    """The image's HEALTHCHECK URL follows CLONER_HTTP_LISTEN; wildcards map to loopback."""
+    assert _healthcheck_module().healthz_url(listen) == url
+
+
+def _compose_command() -> list[str] | None:
+    """``docker compose`` or ``docker-compose``, whichever answers; None if neither."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for command in candidates:
+        if shutil.which(command[0]) is None:
+            continue
+        proc = subprocess.run([*command, "version"], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if proc.returncode == 0:
+            return command
+    return None
+
+
+def test_compose_file_is_accepted_by_docker_compose() -> None:
+    """`docker compose config -q` (or docker-compose) accepts the file, when installed."""
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    proc = subprocess.run(
+        [*command, "--file", str(COMPOSE_FILE), "config", "-q"], cwd=REPO,
+        env={**os.environ, **COMPOSE_ENV},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_promtool
+def test_promtool_accepts_the_prometheus_config_compose_loads() -> None:
+    """The configuration compose mounts for Prometheus passes promtool too."""
+    path, _config = compose_prometheus_config()
+    assert "SUCCESS" in _promtool("check", "config", path.name, cwd=path.parent)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cloner.domain import (
     RECREATABLE,
+    RESTORABLE,
     CheckResult,
     Credentials,
     Engine,
@@ -209,9 +210,9 @@ def test_forbidden_transitions_raise_invalid_transition(current: Status, target:
 
 
 @pytest.mark.parametrize("current", list(Status))
-def test_only_recreatable_states_may_return_to_requested(current: Status) -> None:
-    """A tenant re-enters `requested` exactly from the states where re-create is allowed."""
-    if current in RECREATABLE:
+def test_only_recreatable_or_restorable_states_may_return_to_requested(current: Status) -> None:
+    """A tenant re-enters `requested` exactly from the states where re-create or restore is."""
+    if current in RECREATABLE | RESTORABLE:
         check_transition(current, Status.REQUESTED)
     else:
         with pytest.raises(InvalidTransition):

@@ -114,7 +114,7 @@ def schema_validator(component: str) -> Any:
 
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/v1/tenants"), ("GET", "/v1/tenants"), ("GET", "/v1/tenants/acme"),
-    ("DELETE", "/v1/tenants/acme"),
+    ("DELETE", "/v1/tenants/acme"), ("POST", "/v1/tenants/acme/restore"),
 ])
 @pytest.mark.parametrize("header", [None, "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer"])
 async def test_v1_routes_without_the_token_are_401_problems(
@@ -363,6 +363,96 @@ async def test_create_while_deprovisioning_is_a_409_problem(api: Api) -> None:
     assert api.rows("requests") == 2
 
 
+# ------------------------------------------------------------------------ restore
+
+
+async def _purged(api: Api) -> None:
+    """Create and purge `acme` over HTTP, with a worker in between."""
+    created = await api.post(ACME)
+    await drain_until_done(api.app, created.json()["request_id"], timeout_s=10)
+    deleted = await api.client.delete("/v1/tenants/acme", params={"purge": "true"},
+                                      headers=api.auth)
+    await drain_until_done(api.app, deleted.json()["request_id"], timeout_s=10)
+
+
+async def test_restore_of_a_purged_tenant_is_accepted_and_brings_it_back(api: Api) -> None:
+    """POST …/restore (no body) → 202 with a request id; the worker makes the tenant ready."""
+    await _purged(api)
+
+    response = await api.client.post("/v1/tenants/acme/restore", headers=api.auth)
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    schema_validator("TenantAccepted").validate(body)
+    assert (body["tenant_id"], body["status"]) == ("acme", "requested")
+    await drain_until_done(api.app, body["request_id"], timeout_s=10)
+    shown = (await api.client.get("/v1/tenants/acme", headers=api.auth)).json()
+    schema_validator("TenantDocument").validate(shown)
+    assert shown["status"] == "ready"
+    restore_events = [e for e in shown["events"] if e["kind"] == "restore_requested"]
+    assert [e["detail"]["actor"] for e in restore_events] == ["http"]
+    assert shown["events"][-1]["kind"] == "restored"
+
+
+async def test_restore_with_an_explicit_backup_body_is_accepted(api: Api) -> None:
+    """`{"backup": "<name>"}` relative to the tenant's folder selects that backup."""
+    await _purged(api)
+    (dump,) = (api.app.settings.backups_dir / "acme").glob("*.dump")
+
+    response = await api.client.post("/v1/tenants/acme/restore", json={"backup": dump.name},
+                                     headers=api.auth)
+
+    assert response.status_code == 202, response.text
+
+
+async def test_restore_of_an_unknown_tenant_is_a_404_problem(api: Api) -> None:
+    """An unknown tenant is 404 with field tenant_id."""
+    body = assert_problem(
+        await api.client.post("/v1/tenants/ghost/restore", headers=api.auth), 404)
+    assert body["field"] == "tenant_id"
+
+
+async def test_restore_of_a_ready_tenant_is_a_409_problem(api: Api) -> None:
+    """A ready tenant is not restorable: 409, nothing queued."""
+    created = await api.post(ACME)
+    await drain_until_done(api.app, created.json()["request_id"], timeout_s=10)
+
+    response = await api.client.post("/v1/tenants/acme/restore", headers=api.auth)
+
+    assert "is ready" in assert_problem(response, 409)["detail"]
+    assert api.rows("requests") == 1
+
+
+@pytest.mark.parametrize("backup", ["../../control-plane.sqlite3", "/etc/passwd",
+                                    "../other/x.dump", "nul\x00byte.dump"])
+async def test_restore_from_outside_the_tenant_folder_is_a_422_on_backup(
+    api: Api, backup: str,
+) -> None:
+    """Path traversal (and unusable names) are 422 problems naming the `backup` field."""
+    await _purged(api)
+
+    response = await api.client.post("/v1/tenants/acme/restore", json={"backup": backup},
+                                     headers=api.auth)
+
+    body = assert_problem(response, 422)
+    assert body["field"] == "backup"
+    assert api.rows("requests") == 2
+
+
+@pytest.mark.parametrize("raw", [b"{", b"[]", b"null", b'{"backup": 5}', b'{"backup": ""}'])
+async def test_restore_with_a_malformed_body_is_a_422_problem(api: Api, raw: bytes) -> None:
+    """A body that is not an object with an optional string `backup` is refused with 422."""
+    await _purged(api)
+
+    response = await api.client.post(
+        "/v1/tenants/acme/restore", content=raw,
+        headers={**api.auth, "content-type": "application/json"},
+    )
+
+    assert_problem(response, 422)
+    assert api.rows("requests") == 2
+
+
 # ---------------------------------------------------------------------- documents
 
 
@@ -436,8 +526,8 @@ async def test_openapi_documents_every_served_route_and_method(api: Api) -> None
                 for method in route.methods or () if method != "HEAD"}
     assert documented == expected
     assert {path for path, _ in documented} == {
-        "/v1/tenants", "/v1/tenants/{tenant_id}", "/metrics", "/healthz", "/readyz",
-        "/openapi.json",
+        "/v1/tenants", "/v1/tenants/{tenant_id}", "/v1/tenants/{tenant_id}/restore",
+        "/metrics", "/healthz", "/readyz", "/openapi.json",
     }
     paths = document["paths"]
     assert set(paths["/v1/tenants"]["post"]["responses"]) >= {"202", "401", "409", "413",
@@ -446,6 +536,9 @@ async def test_openapi_documents_every_served_route_and_method(api: Api) -> None
                                                                         "422"}
     assert set(paths["/v1/tenants/{tenant_id}"]["delete"]["responses"]) >= {"202", "404",
                                                                            "409"}
+    assert set(paths["/v1/tenants/{tenant_id}/restore"]["post"]["responses"]) >= {
+        "202", "404", "409", "422"}
+    assert paths["/v1/tenants/{tenant_id}/restore"]["post"]["requestBody"]["required"] is False
     assert set(paths["/readyz"]["get"]["responses"]) >= {"200", "503"}
     body = paths["/v1/tenants"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/CreateTenantRequest"}

@@ -21,6 +21,17 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     isolation = NULL, timings = '{}', error = NULL, attempts = 0,
     created_at = excluded.created_at, updated_at = excluded.updated_at;
 
+-- name: restore_tenant
+-- A restore provisions the tenant again: what the last incarnation ran with (endpoint,
+-- container, credentials, proof) is cleared so nothing stale survives; the spec comes
+-- from the backup's manifest; created_at and the last backup record are kept.
+UPDATE tenants
+   SET status = :status, engine = :engine, industry = :industry,
+       template_version = :template_version, request_id = :request_id,
+       endpoint = NULL, container_id = NULL, container_name = NULL, credentials = NULL,
+       isolation = NULL, timings = '{}', error = NULL, attempts = 0, updated_at = :now
+ WHERE tenant_id = :tenant_id;
+
 -- name: insert_request
 INSERT INTO requests (id, tenant_id, kind, payload, status, attempts, not_before,
                       created_at, updated_at)
