@@ -34,14 +34,22 @@ def generate_password() -> str:
     return secrets.token_urlsafe(constants.PASSWORD_BYTES)
 
 
+TENANT_ROLES = ("owner", "app", "readonly")
+
+
+def role_usernames(username_prefix: str) -> dict[str, str]:
+    """Login names of the tenant roles: ``<sql identifier>_<role>``."""
+    return {role: f"{username_prefix}_{role}" for role in TENANT_ROLES}
+
+
 def generate_credentials(username_prefix: str) -> Credentials:
     """Fresh credentials for one tenant; role names derive from its SQL identifier."""
     return Credentials(
         superuser=RoleCredential("postgres", generate_password()),
         bootstrap_password=generate_password(),
         roles={
-            role: RoleCredential(f"{username_prefix}_{role}", generate_password())
-            for role in ("owner", "app", "readonly")
+            role: RoleCredential(username, generate_password())
+            for role, username in role_usernames(username_prefix).items()
         },
     )
 

@@ -18,7 +18,6 @@ from cloner.app import App
 from cloner.backups import BackupInfo, verify_backup
 from cloner.domain import (
     RESTORABLE,
-    Engine,
     Industry,
     Request,
     RequestKind,
@@ -28,6 +27,7 @@ from cloner.domain import (
     TenantSpec,
     parse_engine,
     parse_industry,
+    sql_identifier,
     validate_tenant_id,
     validate_version,
     volume_name,
@@ -41,6 +41,7 @@ from cloner.errors import (
     TenantNotFound,
     TimeoutExceeded,
 )
+from cloner.secrets import TENANT_ROLES, role_usernames
 
 #: States in which a repeated, identical create is answered with the request that made the
 #: tenant: it is on its way, or there. Failed and purged tenants are created anew instead.
@@ -270,11 +271,11 @@ class TenantService:
         """The ``tenant show --json`` document of DESIGN.md (+ the newest ``events``)."""
         roles: dict[str, Any] = {}
         dsn: dict[str, Any] = {}
-        engine = get_engine(tenant.engine) if tenant.engine is not Engine.SQLITE else None
+        engine = get_engine(tenant.engine)
         creds = await self.app.services.credentials(tenant.tenant_id) if reveal else None
-        if tenant.has_credentials and engine is not None and tenant.engine is not Engine.SQLITE:
-            names = _role_names(tenant.tenant_id)
-            for role in ("owner", "app", "readonly"):
+        if tenant.has_credentials:
+            names = role_usernames(sql_identifier(tenant.tenant_id))
+            for role in TENANT_ROLES:
                 cred = creds.roles[role] if creds else None
                 roles[role] = {
                     "username": cred.username if cred else names[role],
@@ -351,11 +352,6 @@ def _describe(spec: TenantSpec) -> str:
         f"engine={spec.engine.value} industry={spec.industry.value} "
         f"template_version={spec.template_version}"
     )
-
-
-def _role_names(tenant_id: str) -> dict[str, str]:
-    base = tenant_id.replace("-", "_")
-    return {role: f"{base}_{role}" for role in ("owner", "app", "readonly")}
 
 
 __all__ = ["Accepted", "Industry", "TenantService"]

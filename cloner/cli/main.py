@@ -13,17 +13,27 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from cloner import constants
 from cloner.app import App
-from cloner.domain import Engine, RequestStatus, Status, parse_engine, validate_tenant_id
+from cloner.domain import (
+    Engine,
+    Request,
+    RequestStatus,
+    Status,
+    parse_engine,
+    validate_tenant_id,
+)
 from cloner.errors import ClonerError, InvalidInput
 from cloner.logging import REDACTOR, configure_logging
 from cloner.settings import Settings
+
+if TYPE_CHECKING:
+    from cloner.tenants import TenantService
 
 T = TypeVar("T")
 ENGINES = "{postgres,mysql,mongodb,sqlite}"
@@ -153,6 +163,20 @@ async def _wait(app: App, request_id: str, timeout_s: float) -> None:
     await TenantService(app).wait(request_id, timeout_s)
 
 
+async def _outcome(
+    app: App, service: TenantService, request: Request, queued_status: Status, *,
+    wait_: bool, timeout_s: float, queued_extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """What a queued tenant command prints: the request, or (with --wait) the tenant."""
+    if not wait_:
+        return {"request_id": request.id, "tenant_id": request.tenant_id,
+                "status": queued_status.value, **(queued_extra or {})}, True
+    await _wait(app, request.id, timeout_s)
+    finished = await app.control_plane.get_request(request.id)
+    ok = finished is not None and finished.status is RequestStatus.DONE
+    return await service.to_json(await service.get(request.tenant_id), reveal=False), ok
+
+
 @tenant.command("create")
 @click.argument("tenant_id", metavar="TENANT")
 @click.option("--engine", required=True, metavar=ENGINES)
@@ -174,14 +198,8 @@ def tenant_create(  # noqa: PLR0917 - one parameter per CLI option
             service = TenantService(app)
             request = await service.create(tenant_id, engine, industry, template_version,
                                            actor=_actor())
-            if not wait_:
-                return {"request_id": request.id, "tenant_id": tenant_id,
-                        "status": Status.REQUESTED.value}, True
-            await _wait(app, request.id, timeout_s)
-            finished = await app.control_plane.get_request(request.id)
-            tenant_row = await service.get(tenant_id)
-            ok = finished is not None and finished.status is RequestStatus.DONE
-            return await service.to_json(tenant_row, reveal=False), ok
+            return await _outcome(app, service, request, Status.REQUESTED,
+                                  wait_=wait_, timeout_s=timeout_s)
 
     data, ok = _run(run)
     if as_json:
@@ -310,13 +328,8 @@ def tenant_delete(tenant_id: str, purge: bool, wait_: bool, timeout_s: float,
         async with App.open(settings) as app:
             service = TenantService(app)
             request = await service.delete(tenant_id, purge=purge, actor=_actor())
-            if not wait_:
-                return {"request_id": request.id, "tenant_id": tenant_id,
-                        "status": Status.DEPROVISIONING.value}, True
-            await _wait(app, request.id, timeout_s)
-            finished = await app.control_plane.get_request(request.id)
-            ok = finished is not None and finished.status is RequestStatus.DONE
-            return await service.to_json(await service.get(tenant_id), reveal=False), ok
+            return await _outcome(app, service, request, Status.DEPROVISIONING,
+                                  wait_=wait_, timeout_s=timeout_s)
 
     data, ok = _run(run)
     if as_json:
@@ -352,14 +365,9 @@ def tenant_restore(tenant_id: str, backup: str | None, wait_: bool, timeout_s: f
         async with App.open(settings) as app:
             service = TenantService(app)
             request = await service.restore(tenant_id, source, actor=_actor())
-            if not wait_:
-                return {"request_id": request.id, "tenant_id": tenant_id,
-                        "status": Status.REQUESTED.value,
-                        "backup": request.payload.get("backup")}, True
-            await _wait(app, request.id, timeout_s)
-            finished = await app.control_plane.get_request(request.id)
-            ok = finished is not None and finished.status is RequestStatus.DONE
-            return await service.to_json(await service.get(tenant_id), reveal=False), ok
+            return await _outcome(app, service, request, Status.REQUESTED,
+                                  wait_=wait_, timeout_s=timeout_s,
+                                  queued_extra={"backup": request.payload.get("backup")})
 
     data, ok = _run(run)
     if as_json:

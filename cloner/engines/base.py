@@ -51,6 +51,8 @@ class BackupResult:
     size_bytes: int
     sha256: str
     format: str
+    #: Entries the engine's own restore tool read back from the archive (0 = not checked).
+    restorable_entries: int = 0
 
 
 @dataclass(frozen=True)

@@ -510,10 +510,27 @@ class PostgresEngine:
         if size < 5 or await asyncio.to_thread(_magic, partial) != b"PGDMP":
             partial.unlink(missing_ok=True)
             raise BackupError(f"pg_dump of {target.tenant_id} produced no valid archive")
+        entries = await self._restorable_entries(runtime, target.container_name, partial)
         digest = await asyncio.to_thread(_sha256, partial)
         partial.chmod(0o600)
         partial.replace(dest)
-        return BackupResult(dest, size, digest, "pg_dump-custom")
+        return BackupResult(dest, size, digest, "pg_dump-custom", entries)
+
+    @staticmethod
+    async def _restorable_entries(runtime: Runtime, container: str, archive: Path) -> int:
+        """Read the archive back with ``pg_restore --list``: a backup nobody can restore
+        is no backup. Returns the number of table-data entries it lists."""
+        code, listing = await runtime.exec_with_stdin(
+            container, ["pg_restore", "--list"], archive, user=POSTGRES_UID
+        )
+        entries = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
+        if code != 0 or entries == 0:
+            await asyncio.to_thread(archive.unlink, missing_ok=True)
+            raise BackupError(
+                f"archive is not restorable: pg_restore --list exited {code}, "
+                f"{entries} table-data entries"
+            )
+        return entries
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
         """``pg_restore`` inside the container, fed through stdin; owned by the owner role.

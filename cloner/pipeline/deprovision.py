@@ -171,7 +171,8 @@ def _record(
 ) -> dict[str, Any]:
     return {
         "path": str(result.path), "size_bytes": result.size_bytes, "sha256": result.sha256,
-        "format": result.format, "engine": tenant.engine.value,
+        "format": result.format, "restorable_entries": result.restorable_entries,
+        "engine": tenant.engine.value,
         "template_version": tenant.template_version, "industry": tenant.industry.value,
         "reason": reason, "request": request_id, "duration_s": round(seconds, 3),
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -189,6 +189,8 @@ async def test_delete_takes_backup_that_restores_with_same_rows(docker_app: App)
     dump = Path(tenant.backup["path"])
     assert dump.stat().st_mode & 0o777 == 0o600
     assert hashlib.sha256(dump.read_bytes()).hexdigest() == tenant.backup["sha256"]
+    # pg_restore --list read it back: one table-data entry per table at least.
+    assert tenant.backup["restorable_entries"] >= len(before)
     assert await app.runtime.inspect(container_name("back-a")) is None
     assert await app.runtime.volume_exists(volume_name("back-a"))
 
