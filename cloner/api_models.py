@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloner import constants
 from cloner.domain import Engine, Industry, Status
+from cloner.users import EMAIL_MAX_LENGTH, UserRole
 
 #: ``vX.Y`` as ``cloner.domain.validate_version`` accepts it, or empty (= the latest).
 TEMPLATE_VERSION_PATTERN = r"^(v[0-9]{1,3}\.[0-9]{1,3})?$"
@@ -176,6 +177,35 @@ class Readiness(BaseModel):
     problems: list[str] = Field(default_factory=list)
 
 
+class AddUserRequest(BaseModel):
+    """Body of ``POST /v1/tenants/{tenant_id}/users``: who, and with which role."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    email: str = Field(
+        min_length=3, max_length=EMAIL_MAX_LENGTH,
+        description="The user's address; stored lowercased. One user belongs to one tenant.",
+        examples=["ada@example.com"],
+    )
+    role: UserRole = Field(description="`admin` and `member` connect read-write (`app` role), "
+                                       "`analyst` read-only (`readonly` role).")
+
+
+class UserDocument(BaseModel):
+    """One application user of a tenant."""
+
+    email: str
+    tenant_id: str
+    role: UserRole
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    """Answer of ``GET /v1/tenants/{tenant_id}/users``."""
+
+    users: list[UserDocument]
+
+
 #: Every model that appears in ``/openapi.json``, with the direction it travels in.
 SCHEMA_MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...] = (
     (CreateTenantRequest, "validation"),
@@ -186,4 +216,7 @@ SCHEMA_MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization
     (TenantList, "serialization"),
     (Liveness, "serialization"),
     (Readiness, "serialization"),
+    (AddUserRequest, "validation"),
+    (UserDocument, "serialization"),
+    (UserList, "serialization"),
 )

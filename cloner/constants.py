@@ -59,3 +59,9 @@ METRIC_PREFIX: Final = "cloner_"
 PROVISION_BUCKETS_S: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
 )
+#: Pooled-connection waits: a warm acquire is sub-millisecond, a cold one opens a pool.
+POOL_ACQUIRE_BUCKETS_S: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+#: How long a pool being closed gets to close gracefully before it is terminated.
+POOL_CLOSE_TIMEOUT_S: Final = 10.0

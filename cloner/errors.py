@@ -105,3 +105,25 @@ class BackupError(ClonerError):
 
 class TimeoutExceeded(ClonerError):
     """The operation did not finish in time."""
+
+
+class UserConflict(InvalidInput):
+    """The user already belongs to another tenant."""
+
+    http_status = 409
+
+
+class UserNotFound(InvalidInput):
+    """No such user."""
+
+    http_status = 404
+
+
+class AccessDenied(ClonerError):
+    """Access denied: the token or its user does not grant this tenant.
+
+    Messages never carry the token, a key or a secret: only which check refused.
+    """
+
+    exit_code = 2
+    http_status = 403

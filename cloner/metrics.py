@@ -112,6 +112,34 @@ class Metrics:
         self.workers_busy = Gauge(
             "cloner_workers_busy", "Workers currently running a request.", registry=r,
         )
+        self.pool_connections_in_use = Gauge(
+            "cloner_pool_connections_in_use",
+            "Connections currently acquired from a tenant pool, by tenant and role.",
+            ["tenant", "role"], registry=r,
+        )
+        self.pool_connections_idle = Gauge(
+            "cloner_pool_connections_idle",
+            "Open connections waiting in a tenant pool, by tenant and role.",
+            ["tenant", "role"], registry=r,
+        )
+        self.pool_acquire_wait = Histogram(
+            "cloner_pool_acquire_wait_seconds",
+            "Time spent waiting for a pooled tenant connection (pool creation included).",
+            buckets=constants.POOL_ACQUIRE_BUCKETS_S, registry=r,
+        )
+        self.pool_acquire_failures = Counter(
+            "cloner_pool_acquire_failures_total",
+            "Pooled connection acquires that failed, by reason "
+            "(not_found, unavailable, exhausted, connect).",
+            ["reason"], registry=r,
+        )
+        self.pools_open = Gauge(
+            "cloner_pools_open", "Tenant connection pools currently open.", registry=r,
+        )
+        self.pool_evictions = Counter(
+            "cloner_pool_evictions_total",
+            "Idle tenant pools closed to stay under CLONER_POOL_MAX_OPEN.", registry=r,
+        )
         self.build_info = Info("cloner_build", "cloner version and Python runtime.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 

@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     #: once a verified backup exists). 0 purges at the next pass.
     retention_days: float = Field(default=constants.RETENTION_DAYS, ge=0)
 
+    # Per-tenant connection pools for applications (cloner.pools).
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=20, ge=1)
+    pool_acquire_timeout_s: float = Field(default=30.0, gt=0)
+    pool_command_timeout_s: float = Field(default=60.0, gt=0)
+    #: Open pools kept at once; idle ones beyond it are closed least recently used first.
+    pool_max_open: int = Field(default=100, ge=1)
+    pool_refresh_interval_s: float = Field(default=2.0, gt=0)
+
+    # Application tokens (cloner.pools.routing): exactly one of secret (HS256) or public key
+    # (RS256, a PEM file path or the PEM itself) turns token routing on.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str = Field(default="cloner", min_length=1)
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -93,6 +109,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be shorter than "
                 f"lease_ttl_s ({self.lease_ttl_s})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_sizes_ordered(self) -> Settings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"pool_min_size ({self.pool_min_size}) must not exceed "
+                f"pool_max_size ({self.pool_max_size})"
             )
         return self
 

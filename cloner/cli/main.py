@@ -28,7 +28,7 @@ from cloner.domain import (
     parse_engine,
     validate_tenant_id,
 )
-from cloner.errors import ClonerError, InvalidInput
+from cloner.errors import ClonerError, InvalidInput, TenantNotFound
 from cloner.logging import REDACTOR, configure_logging
 from cloner.settings import Settings
 
@@ -410,6 +410,96 @@ def tenant_backup(tenant_id: str, timeout_s: float, as_json: bool) -> None:
     else:
         click.echo(f"{tenant_id}: backup {record.get('path')} ({record.get('size_bytes')} bytes, "
                    f"sha256 {str(record.get('sha256'))[:12]}…)")
+
+
+# ------------------------------------------------------------------- users
+
+
+@cli.group()
+def user() -> None:
+    """Application users: an email mapped to one tenant with a role."""
+
+
+ROLES = ("admin", "member", "analyst")
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--tenant", "tenant_id", required=True, metavar="TENANT")
+@click.option("--role", required=True, type=click.Choice(ROLES),
+              help="admin/member connect read-write, analyst read-only.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def user_add(email: str, tenant_id: str, role: str, as_json: bool) -> None:
+    """Map EMAIL to a tenant with a role (again for the same tenant: change the role)."""
+    from cloner.users import normalize_email
+
+    try:
+        validate_tenant_id(tenant_id)
+        normalize_email(email)
+    except ClonerError as exc:
+        _fail(exc.message, exc.exit_code)
+
+    async def run(settings: Settings) -> dict[str, str]:
+        async with App.open(settings) as app:
+            return (await app.control_plane.add_user(email, tenant_id, role)).as_dict()
+
+    added = _run(run)
+    if as_json:
+        _print_json(added)
+    else:
+        click.echo(f"{added['email']}: {added['role']} of {added['tenant_id']}")
+
+
+@user.command("list")
+@click.option("--tenant", "tenant_id", default=None, metavar="TENANT",
+              help="Only this tenant's users.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def user_list(tenant_id: str | None, as_json: bool) -> None:
+    """List users, by tenant then email."""
+    if tenant_id is not None:
+        try:
+            validate_tenant_id(tenant_id)
+        except ClonerError as exc:
+            _fail(exc.message, exc.exit_code)
+
+    async def run(settings: Settings) -> list[dict[str, str]]:
+        async with App.open(settings) as app:
+            if tenant_id is not None and await app.control_plane.get_tenant(tenant_id) is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            return [u.as_dict() for u in await app.control_plane.list_users(tenant_id)]
+
+    rows = _run(run)
+    if as_json:
+        _print_json(rows)
+        return
+    header = ("EMAIL", "TENANT", "ROLE", "CREATED_AT")
+    lines = [header] + [(r["email"], r["tenant_id"], r["role"], r["created_at"]) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+@user.command("remove")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def user_remove(email: str, as_json: bool) -> None:
+    """Remove a user (it can then be added to another tenant)."""
+    from cloner.users import normalize_email
+
+    try:
+        normalize_email(email)
+    except ClonerError as exc:
+        _fail(exc.message, exc.exit_code)
+
+    async def run(settings: Settings) -> dict[str, str]:
+        async with App.open(settings) as app:
+            return (await app.control_plane.remove_user(email)).as_dict()
+
+    removed = _run(run)
+    if as_json:
+        _print_json(removed)
+    else:
+        click.echo(f"{removed['email']}: removed from {removed['tenant_id']}")
 
 
 # ----------------------------------------------------------------- backups

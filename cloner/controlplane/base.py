@@ -14,6 +14,7 @@ from cloner.domain import (
     Tenant,
     TenantSpec,
 )
+from cloner.users import User, UserRole
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,13 @@ class ControlPlane(Protocol):
     async def credentials_token(self, tenant_id: str) -> str | None:
         """The encrypted credentials of a tenant."""
 
+    async def registry_change_counter(self) -> int:
+        """A number that changes whenever any tenant row is written (never goes back).
+
+        Cheap to poll: connection pools compare it with the last value they saw
+        and re-read their tenants only when it moved.
+        """
+
     async def tenant_counts(self) -> dict[tuple[str, str], int]:
         """(status, engine) → number of tenants."""
 
@@ -130,3 +138,20 @@ class ControlPlane(Protocol):
 
     async def live_daemons(self, within_s: float) -> list[dict[str, Any]]:
         """Daemons that sent a heartbeat recently."""
+
+    # users
+    async def add_user(self, email: str, tenant_id: str, role: UserRole | str) -> User:
+        """Map ``email`` (lowercased, validated) to a tenant with a role.
+
+        Unknown tenant → ``TenantNotFound``; an email already mapped to another
+        tenant → ``UserConflict``; the same tenant again updates the role.
+        """
+
+    async def remove_user(self, email: str, tenant_id: str | None = None) -> User:
+        """Forget a user; ``UserNotFound`` when there is none (in ``tenant_id``, if given)."""
+
+    async def list_users(self, tenant_id: str | None = None) -> list[User]:
+        """Users, of one tenant or of all, ordered by tenant then email."""
+
+    async def get_user(self, email: str) -> User | None:
+        """One user by (case-insensitive) email, or None."""

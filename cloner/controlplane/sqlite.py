@@ -37,7 +37,14 @@ from cloner.domain import (
     TenantSpec,
     check_transition,
 )
-from cloner.errors import ControlPlaneError, TenantExists, TenantNotFound
+from cloner.errors import (
+    ControlPlaneError,
+    TenantExists,
+    TenantNotFound,
+    UserConflict,
+    UserNotFound,
+)
+from cloner.users import User, UserRole, normalize_email, parse_role
 
 BUSY_TIMEOUT_MS = 5000
 #: Payload keys copied into the ``<kind>_requested`` event: who asked, and for what.
@@ -210,6 +217,10 @@ class SQLiteControlPlane:
                         "request_id": request_id, "now": now,
                     },
                 )
+            if kind in (RequestKind.PROVISION, RequestKind.RESTORE):
+                # Same transaction as the tenant write: a pool never sees the row
+                # change without the counter changing too.
+                await db.execute(QUERIES["bump_registry_changes"])
             try:
                 await db.execute(
                     QUERIES["insert_request"],
@@ -348,6 +359,7 @@ class SQLiteControlPlane:
                 f"UPDATE tenants SET {assignments} WHERE tenant_id = :tenant_id",
                 {**columns, "tenant_id": tenant_id},
             )
+            await db.execute(QUERIES["bump_registry_changes"])
             if update.event or update.status is not None:
                 kind = update.event or f"status_{update.status}"
                 await self._event(db, tenant_id, kind, update.event_detail)
@@ -360,6 +372,11 @@ class SQLiteControlPlane:
         """The encrypted credentials."""
         rows = await self._read("get_tenant", tenant_id=tenant_id)
         return rows[0]["credentials"] if rows else None
+
+    async def registry_change_counter(self) -> int:
+        """Bumped by every tenant write; pools poll it to know when to re-read."""
+        rows = await self._read("registry_change_counter")
+        return int(rows[0]["counter"]) if rows else 0
 
     async def tenant_counts(self) -> dict[tuple[str, str], int]:
         """(status, engine) → count."""
@@ -403,6 +420,61 @@ class SQLiteControlPlane:
         """Daemons with a recent heartbeat."""
         rows = await self._read("live_daemons", since=time.time() - within_s)
         return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ users
+
+    async def add_user(self, email: str, tenant_id: str, role: UserRole | str) -> User:
+        """Map a user to a tenant; the tenant check and the insert are one transaction."""
+        email = normalize_email(email)
+        role = parse_role(role)
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            if await cursor.fetchone() is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            cursor = await db.execute(QUERIES["get_user"], {"email": email})
+            existing = await cursor.fetchone()
+            if existing is not None and existing["tenant_id"] != tenant_id:
+                raise UserConflict(
+                    f"user {email} already belongs to tenant {existing['tenant_id']!r}; "
+                    "remove it there first (one user, one tenant)"
+                )
+            await db.execute(
+                QUERIES["insert_user"],
+                {"email": email, "tenant_id": tenant_id, "role": role.value, "now": _now_iso()},
+            )
+            await self._event(db, tenant_id, "user_added", {"email": email, "role": role.value})
+            cursor = await db.execute(QUERIES["get_user"], {"email": email})
+            row = await cursor.fetchone()
+        assert row is not None
+        return _user(row)
+
+    async def remove_user(self, email: str, tenant_id: str | None = None) -> User:
+        """Delete a user row (only from ``tenant_id`` when given), recorded in its history."""
+        email = normalize_email(email)
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["get_user"], {"email": email})
+            row = await cursor.fetchone()
+            # Checked inside the write transaction: another tenant's user is never removed.
+            if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+                where = f" in tenant {tenant_id!r}" if tenant_id is not None else ""
+                raise UserNotFound(f"no user {email}{where}")
+            await db.execute(QUERIES["delete_user"], {"email": email})
+            await self._event(db, row["tenant_id"], "user_removed", {"email": email})
+        return _user(row)
+
+    async def list_users(self, tenant_id: str | None = None) -> list[User]:
+        """All users, or one tenant's."""
+        if tenant_id is None:
+            rows = await self._read("list_users")
+        else:
+            rows = await self._read("list_users_of_tenant", tenant_id=tenant_id)
+        return [_user(r) for r in rows]
+
+    async def get_user(self, email: str) -> User | None:
+        """One user; None also for an address that could never be valid."""
+        lowered = email.lower() if email.isascii() else ""
+        rows = await self._read("get_user", email=lowered)
+        return _user(rows[0]) if rows else None
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -475,4 +547,11 @@ def _request(row: aiosqlite.Row) -> Request:
         last_error=row["last_error"],
         created_at=datetime.fromisoformat(row["created_at"]),
         not_before=datetime.fromtimestamp(row["not_before"], UTC),
+    )
+
+
+def _user(row: aiosqlite.Row) -> User:
+    return User(
+        email=row["email"], tenant_id=row["tenant_id"], role=UserRole(row["role"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
     )

@@ -38,6 +38,7 @@ from cloner import __version__, constants
 from cloner.api_models import (
     MAX_BODY_BYTES,
     SCHEMA_MODELS,
+    AddUserRequest,
     CreateTenantRequest,
     RestoreTenantRequest,
     TenantAccepted,
@@ -59,10 +60,12 @@ from cloner.errors import (
     RuntimeUnavailable,
     TenantExists,
     TenantNotFound,
+    UserConflict,
 )
 from cloner.logging import get_logger
 from cloner.metrics import Metrics
 from cloner.tenants import TenantService
+from cloner.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN, normalize_email
 
 log = get_logger(__name__)
 
@@ -165,6 +168,12 @@ _TENANT_ID = Param(
     "The tenant id.",
 )
 
+_EMAIL = Param(
+    "email", "path",
+    {"type": "string", "pattern": EMAIL_PATTERN, "maxLength": EMAIL_MAX_LENGTH},
+    "The user's email (matched case-insensitively).",
+)
+
 
 def _flag(name: str, description: str) -> Param:
     return Param(name, "query", {"type": "boolean", "default": False}, description)
@@ -223,6 +232,31 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=(_TENANT_ID,), body=RestoreTenantRequest, body_required=False,
     ),
     Operation(
+        "listUsers", "GET", "/v1/tenants/{tenant_id}/users",
+        "List the application users of a tenant.",
+        {200: Reply("The users, by email.", "UserList"), 401: _UNAUTHORIZED,
+         404: _problem_reply("No such tenant."), 422: _problem_reply("Invalid tenant id.")},
+        parameters=(_TENANT_ID,), tags=("users",),
+    ),
+    Operation(
+        "addUser", "POST", "/v1/tenants/{tenant_id}/users",
+        "Map a user (email, lowercased) to this tenant with a role; repeating it sets the role.",
+        {201: Reply("The user as stored.", "UserDocument"), 401: _UNAUTHORIZED,
+         404: _problem_reply("No such tenant."),
+         409: _problem_reply("The email already belongs to another tenant."),
+         413: _problem_reply(f"Body larger than {MAX_BODY_BYTES} bytes."),
+         422: _problem_reply("Invalid tenant id or body; `field` names the offending field.")},
+        parameters=(_TENANT_ID,), body=AddUserRequest, tags=("users",),
+    ),
+    Operation(
+        "removeUser", "DELETE", "/v1/tenants/{tenant_id}/users/{email}",
+        "Remove a user of this tenant.",
+        {204: Reply("Removed.", None, ""), 401: _UNAUTHORIZED,
+         404: _problem_reply("No such user in this tenant (or no such tenant)."),
+         422: _problem_reply("Invalid tenant id or email.")},
+        parameters=(_TENANT_ID, _EMAIL), tags=("users",),
+    ),
+    Operation(
         "metrics", "GET", "/metrics", "Prometheus metrics (text exposition format).",
         {200: Reply("Metrics.", None, "text/plain")}, auth=False, tags=("operations",),
     ),
@@ -251,7 +285,8 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
             {"$ref": f"#/components/schemas/{reply.schema}"} if reply.schema
             else {"type": "string"}
         )
-        doc["content"] = {reply.media_type: {"schema": schema}}
+        if reply.media_type:  # an empty media type documents a response without a body
+            doc["content"] = {reply.media_type: {"schema": schema}}
         if status == 401:
             doc["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
         responses[str(status)] = doc
@@ -298,7 +333,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Provision a dedicated, isolated database per tenant. Errors are "
                            "RFC 9457 problem documents.",
         },
-        "tags": [{"name": "tenants"}, {"name": "operations"}],
+        "tags": [{"name": "tenants"}, {"name": "users"}, {"name": "operations"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -394,6 +429,7 @@ _DOMAIN_CHECKS: dict[str, Callable[[str], object]] = {
 
 _CREATE_BODY = "a JSON object with tenant_id, engine and industry"
 _RESTORE_BODY = "empty, or a JSON object with an optional backup"
+_USER_BODY = "a JSON object with email and role"
 
 
 def _invalid_body(exc: ValidationError, expected: str = _CREATE_BODY) -> _Refused:
@@ -511,6 +547,44 @@ class _Handlers:
         return _model_response(TenantAccepted(
             request_id=queued.id, tenant_id=queued.tenant_id, status=Status.REQUESTED,
         ), 202)
+
+    async def listUsers(self, request: Request) -> Response:  # noqa: N802 - operation id
+        """GET /v1/tenants/{tenant_id}/users."""
+        tenant = await self.service.get(_tenant_id(request))
+        users = await self.app.control_plane.list_users(tenant.tenant_id)
+        return JSONResponse({"users": [u.as_dict() for u in users]})
+
+    async def addUser(self, request: Request) -> Response:  # noqa: N802 - operation id
+        """POST /v1/tenants/{tenant_id}/users."""
+        tenant_id = _tenant_id(request)
+        data = _parse_json(await _read_body(request), _USER_BODY)
+        try:
+            body = AddUserRequest.model_validate(data)
+        except ValidationError as exc:
+            raise _invalid_body(exc, _USER_BODY) from None
+        try:
+            user = await self.app.control_plane.add_user(body.email, tenant_id, body.role)
+        except UserConflict as exc:
+            return _error_problem(exc, field="email")
+        except TenantNotFound:
+            raise
+        except InvalidInput as exc:
+            return _error_problem(exc, field="email")
+        log.info("http.user_add", tenant_id=tenant_id, email=user.email, role=user.role.value)
+        return JSONResponse(user.as_dict(), status_code=201)
+
+    async def removeUser(self, request: Request) -> Response:  # noqa: N802 - operation id
+        """DELETE /v1/tenants/{tenant_id}/users/{email}."""
+        tenant_id = _tenant_id(request)
+        try:
+            email = normalize_email(str(request.path_params["email"]))
+        except InvalidInput as exc:
+            raise _Refused(422, "InvalidInput", exc.message, "email") from None
+        # Only this tenant's user is removed; another tenant's is "not found" here, so a
+        # caller cannot tell which tenant an address belongs to.
+        removed = await self.app.control_plane.remove_user(email, tenant_id=tenant_id)
+        log.info("http.user_remove", tenant_id=tenant_id, email=removed.email)
+        return Response(status_code=204)
 
     async def metrics(self, _request: Request) -> Response:
         """GET /metrics."""

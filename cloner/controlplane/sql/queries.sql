@@ -104,3 +104,30 @@ INSERT INTO events (tenant_id, at, kind, detail) VALUES (:tenant_id, :now, :kind
 
 -- name: list_events
 SELECT * FROM events WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: bump_registry_changes
+-- Run inside every transaction that writes a tenants row (pools refresh on a change).
+UPDATE registry_changes SET counter = counter + 1 WHERE id = 1;
+
+-- name: registry_change_counter
+SELECT counter FROM registry_changes WHERE id = 1;
+
+-- name: get_user
+SELECT * FROM users WHERE email = :email;
+
+-- name: insert_user
+-- Re-adding a user to the same tenant changes only the role. Another tenant's user is
+-- refused by the caller before this runs (inside the same write transaction).
+INSERT INTO users (email, tenant_id, role, created_at)
+VALUES (:email, :tenant_id, :role, :now)
+ON CONFLICT (email) DO UPDATE SET role = excluded.role
+ WHERE users.tenant_id = excluded.tenant_id;
+
+-- name: delete_user
+DELETE FROM users WHERE email = :email;
+
+-- name: list_users
+SELECT * FROM users ORDER BY tenant_id, email;
+
+-- name: list_users_of_tenant
+SELECT * FROM users WHERE tenant_id = :tenant_id ORDER BY email;
