@@ -13,6 +13,7 @@ import functools
 import socket
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -35,6 +36,9 @@ from cloner.runtime.base import (
 P = ParamSpec("P")
 T = TypeVar("T")
 log = get_logger(__name__)
+
+#: Threads reserved for slow sampling calls (Docker stats), apart from the default pool.
+SLOW_CALL_THREADS = 2
 
 _CONNECTION_ERRORS = (ConnectionError, OSError)
 
@@ -64,6 +68,7 @@ class DockerRuntime:
         self._docker_url = docker_url
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
+        self._slow_executor: ThreadPoolExecutor | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -88,8 +93,22 @@ class DockerRuntime:
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(_wrap(fn), *args, **kwargs)
 
+    async def _run_slow(self, fn: Callable[[], T]) -> T:
+        # Stats calls block about a second each. On the default executor (cpu+4
+        # threads) a health pass would starve the workers' Docker calls; they get
+        # two threads of their own instead.
+        if self._slow_executor is None:
+            self._slow_executor = ThreadPoolExecutor(
+                max_workers=SLOW_CALL_THREADS, thread_name_prefix="cloner-docker-stats"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._slow_executor, _wrap(fn))
+
     async def close(self) -> None:
-        """Close the SDK client."""
+        """Close the SDK client (and the stats threads)."""
+        if self._slow_executor is not None:
+            executor, self._slow_executor = self._slow_executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
@@ -460,7 +479,7 @@ class DockerRuntime:
             raw = container.stats(stream=False)
             return _container_stats(raw) if isinstance(raw, dict) else None
 
-        return await self._run(sample)
+        return await self._run_slow(sample)
 
     # ----------------------------------------------------------------- images
 
