@@ -9,10 +9,12 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cloner import constants
 from cloner.errors import InvalidInput, InvalidTransition
+
+ChoiceT = TypeVar("ChoiceT", bound=enum.StrEnum)
 
 _TENANT_ID = re.compile(constants.TENANT_ID_PATTERN)
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
@@ -119,22 +121,25 @@ def validate_version(value: str) -> str:
     return value
 
 
+def parse_choice(choices: type[ChoiceT], value: str, noun: str) -> ChoiceT:
+    """``value`` as a member of the string enum ``choices``, else ``InvalidInput`` listing them."""
+    try:
+        return choices(value)
+    except ValueError:
+        listed = ", ".join(c.value for c in choices)
+        raise InvalidInput(
+            f"unknown {noun} {str(value)[:30]!r}: choose one of {listed}"
+        ) from None
+
+
 def parse_engine(value: str) -> Engine:
     """Parse an engine name or raise ``InvalidInput`` listing the choices."""
-    try:
-        return Engine(value)
-    except ValueError:
-        choices = ", ".join(e.value for e in Engine)
-        raise InvalidInput(f"unknown engine {value[:30]!r}: choose one of {choices}") from None
+    return parse_choice(Engine, value, "engine")
 
 
 def parse_industry(value: str) -> Industry:
     """Parse an industry name or raise ``InvalidInput`` listing the choices."""
-    try:
-        return Industry(value)
-    except ValueError:
-        choices = ", ".join(i.value for i in Industry)
-        raise InvalidInput(f"unknown industry {value[:30]!r}: choose one of {choices}") from None
+    return parse_choice(Industry, value, "industry")
 
 
 def sql_identifier(tenant_id: str) -> str:

@@ -501,27 +501,29 @@ class FakeEngine:
             pids_limit=defaults.pids_limit, shm_size_bytes=defaults.shm_size_bytes,
         )
 
-    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
-        """Ready at once unless a delay, hold or fault is configured; ``NotReady`` past timeout."""
+    async def _enter_within(
+        self, hook: str, tenant_id: str, timeout_s: float, message: str
+    ) -> None:
+        # Our own deadline becomes NotReady, as the real driver reports it; a timeout
+        # from an enclosing scope propagates untouched.
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                await self._enter("wait_ready", target.tenant_id)
+                await self._enter(hook, tenant_id)
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
-            raise NotReady(f"fake server not ready after {timeout_s:g}s") from exc
+            raise NotReady(message) from exc
+
+    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
+        """Ready at once unless a delay, hold or fault is configured; ``NotReady`` past timeout."""
+        await self._enter_within("wait_ready", target.tenant_id, timeout_s,
+                                 f"fake server not ready after {timeout_s:g}s")
 
     async def probe(self, target: TenantTarget, timeout_s: float) -> float:
         """``probe_seconds`` unless delayed, held or failing; ``NotReady`` past ``timeout_s``."""
-        deadline = asyncio.timeout(timeout_s)
-        try:
-            async with deadline:
-                await self._enter("probe", target.tenant_id)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            raise NotReady(f"fake server did not answer the probe within {timeout_s:g}s") from exc
+        await self._enter_within("probe", target.tenant_id, timeout_s,
+                                 f"fake server did not answer the probe within {timeout_s:g}s")
         self.probed[target.tenant_id] = target.endpoint
         return self.probe_seconds
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from cloner.domain import parse_choice
 from cloner.errors import InvalidInput
 
 #: Deliberately strict: lowercase ASCII local part of letters, digits and ``._+-`` (not
@@ -70,8 +71,4 @@ def normalize_email(value: str) -> str:
 
 def parse_role(value: str) -> UserRole:
     """``value`` as a ``UserRole``, else ``InvalidInput`` naming the choices."""
-    try:
-        return UserRole(value)
-    except ValueError:
-        choices = ", ".join(r.value for r in UserRole)
-        raise InvalidInput(f"unknown role {str(value)[:40]!r}: choose one of {choices}") from None
+    return parse_choice(UserRole, value, "role")

@@ -96,6 +96,20 @@ def make_backup(backups_dir: Path, tenant_id: str, stamp: str = "20260101T000000
     return path
 
 
+def unit_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for unit tests: repo templates, a tmp data dir, fast backoff."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data", "templates_dir": REPO / "templates",
+        "industry_templates_dir": REPO / "industry_templates",
+        "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "_env_file": None,
+    }
+    # A stalled worker is simulated with a heartbeat slower than its lease, which
+    # Settings refuses on purpose: those two fields bypass validation here.
+    timing = {k: overrides.pop(k) for k in ("lease_ttl_s", "heartbeat_interval_s")
+              if k in overrides}
+    return Settings(**(values | overrides)).model_copy(update=timing)
+
+
 @pytest.fixture
 def engine() -> Iterator[FakeEngine]:
     """A fake PostgreSQL driver, registered for the duration of the test."""
@@ -108,16 +122,7 @@ async def make_env(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[EnvFacto
     """Build an Env with settings overrides; everything is closed after the test."""
     async with AsyncExitStack() as stack:
         async def make(**overrides: Any) -> Env:
-            values: dict[str, Any] = {
-                "data_dir": tmp_path / "data", "templates_dir": REPO / "templates",
-                "industry_templates_dir": REPO / "industry_templates",
-                "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "_env_file": None,
-            }
-            # A stalled worker is simulated with a heartbeat slower than its lease, which
-            # Settings refuses on purpose: those two fields bypass validation here.
-            timing = {k: overrides.pop(k) for k in ("lease_ttl_s", "heartbeat_interval_s")
-                      if k in overrides}
-            settings = Settings(**(values | overrides)).model_copy(update=timing)
+            settings = unit_settings(tmp_path, **overrides)
             runtime = InMemoryRuntime()
             app = await stack.enter_async_context(open_fake_app(settings, runtime=runtime))
             return Env(app, runtime, engine)

@@ -7,7 +7,6 @@ the real worker and pipeline, so the registry rows look exactly as in production
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,45 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from cloner import constants
-from cloner.app import App
-from cloner.controlplane import SQLiteControlPlane
-from cloner.daemon.worker import Worker
-from cloner.domain import Request, RequestKind, Tenant
+from cloner.domain import RequestKind, Tenant
 from cloner.runtime.base import ContainerInfo
 from cloner.secrets import generate_credentials
-from cloner.settings import Settings
 from cloner.tenants import TenantService
 from cloner.testing import FakeEngine, InMemoryRuntime, open_fake_app
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.conftest import Env, unit_settings
 
 
 @dataclass
-class Fleet:
+class Fleet(Env):
     """An app on fakes plus shortcuts to make tenants and read metrics."""
-
-    app: App
-    runtime: InMemoryRuntime
-    engine: FakeEngine
-
-    @property
-    def cp(self) -> SQLiteControlPlane:
-        """The real SQLite control plane."""
-        assert isinstance(self.app.control_plane, SQLiteControlPlane)
-        return self.app.control_plane
-
-    async def claim(self, timeout_s: float = 2.0) -> Request:
-        """Lease the next request as this app's owner."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                request = await self.cp.claim(self.app.owner_id, self.app.settings.lease_ttl_s)
-                if request is not None:
-                    return request
-                await asyncio.sleep(0.005)
-
-    async def work_once(self) -> None:
-        """Claim one request and run it to its outcome with a real worker."""
-        await Worker(self.app, "w").process(await self.claim())
 
     async def ready(self, tenant_id: str = "acme") -> Tenant:
         """Provision a tenant to READY through the real pipeline."""
@@ -65,12 +36,6 @@ class Fleet:
         """Deprovision a tenant through the real pipeline."""
         await self.cp.enqueue(None, RequestKind.DEPROVISION, tenant_id, {"purge": purge})
         await self.work_once()
-
-    async def tenant(self, tenant_id: str = "acme") -> Tenant:
-        """A tenant as stored."""
-        found = await self.cp.get_tenant(tenant_id)
-        assert found is not None
-        return found
 
     async def stray(self, tenant_id: str, request_id: str = "r-stray") -> ContainerInfo:
         """A container + volume with our labels that no worker registered (a crash leftover)."""
@@ -88,24 +53,15 @@ class Fleet:
         await self.runtime.ensure_network(self.app.settings.tenant_network)
         return await self.runtime.ensure_container(spec)
 
-    def metric(self, name: str, **labels: str) -> float | None:
+    def sample(self, name: str, **labels: str) -> float | None:
         """A sample of the app's registry, None when the series does not exist."""
         return self.app.metrics.registry.get_sample_value(name, labels)
-
-    def count(self, name: str, **labels: str) -> float:
-        """A counter sample, 0 when absent."""
-        return self.metric(name, **labels) or 0.0
 
 
 @asynccontextmanager
 async def open_fleet(tmp_path: Path, engine: FakeEngine, **overrides: Any) -> AsyncIterator[Fleet]:
     """A Fleet with test settings (overridable); closed afterwards."""
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "data", "templates_dir": REPO / "templates",
-        "industry_templates_dir": REPO / "industry_templates",
-        "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "_env_file": None,
-    }
-    settings = Settings(**(values | overrides))
+    settings = unit_settings(tmp_path, **overrides)
     runtime = InMemoryRuntime()
     async with open_fake_app(settings, runtime=runtime) as app:
         yield Fleet(app, runtime, engine)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,17 +17,10 @@ from cloner.errors import NotReady
 from cloner.runtime.base import ContainerStats
 from cloner.runtime.docker import _container_stats, _parse_time
 from cloner.tenants import TenantService
-from cloner.testing import FAKE_CHECKS, FakeEngine, use_engine
+from cloner.testing import FAKE_CHECKS, FakeEngine
 from tests.unit.fleet import Fleet, open_fleet
 
 TENANT = {"tenant": "acme", "engine": "postgres"}
-
-
-@pytest.fixture
-def engine() -> Iterator[FakeEngine]:
-    """A fake PostgreSQL driver, registered for the duration of the test."""
-    with use_engine(FakeEngine()) as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ def of(report: HealthReport, tenant_id: str = "acme") -> TenantHealth:
 
 def transitions(fleet: Fleet, to: str) -> float:
     """How many health transitions to ``to`` were counted."""
-    return fleet.count("cloner_health_transitions_total", to=to)
+    return fleet.metric("cloner_health_transitions_total", to=to)
 
 
 async def test_healthy_tenant_exports_gauges_and_stays_ready(fleet: Fleet) -> None:
@@ -60,10 +53,10 @@ async def test_healthy_tenant_exports_gauges_and_stays_ready(fleet: Fleet) -> No
 
     result = report.get("acme")
     assert result is not None and result.up and result.transition is None
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 1
-    assert fleet.metric("cloner_tenant_probe_seconds", **TENANT) == pytest.approx(0.0123)
-    assert fleet.metric("cloner_tenant_memory_bytes", **TENANT) == 50_000_000
-    assert fleet.metric("cloner_tenant_cpu_ratio", **TENANT) == 0.25
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 1
+    assert fleet.sample("cloner_tenant_probe_seconds", **TENANT) == pytest.approx(0.0123)
+    assert fleet.sample("cloner_tenant_memory_bytes", **TENANT) == 50_000_000
+    assert fleet.sample("cloner_tenant_cpu_ratio", **TENANT) == 0.25
     assert (await fleet.tenant()).status is Status.READY
     assert fleet.engine.probed["acme"] == (await fleet.tenant()).endpoint
 
@@ -81,7 +74,7 @@ async def test_failed_probe_degrades_and_a_later_success_recovers(fleet: Fleet) 
     assert "connection refused" in (result.error or "")
     assert (await fleet.tenant()).status is Status.DEGRADED
     assert transitions(fleet, "degraded") == 1
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 0
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 0
     degraded = [e for e in logs if e["event"] == "health.degraded"]
     assert degraded and degraded[0]["tenant_id"] == "acme"
     events = await fleet.cp.events("acme")
@@ -98,29 +91,29 @@ async def test_failed_probe_degrades_and_a_later_success_recovers(fleet: Fleet) 
     assert of(up).transition == "ready"
     assert (await fleet.tenant()).status is Status.READY
     assert transitions(fleet, "ready") == 1
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 1
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 1
 
 
 async def test_stopped_container_has_no_memory_or_cpu_series(fleet: Fleet) -> None:
     """No stats sample (container stopped): memory/CPU series removed, not left stale."""
     monitor = HealthMonitor(fleet.app)
     await monitor.check_once()
-    assert fleet.metric("cloner_tenant_memory_bytes", **TENANT) is not None
+    assert fleet.sample("cloner_tenant_memory_bytes", **TENANT) is not None
     fleet.runtime.set_status(container_name("acme"), "exited")
     fleet.engine.fail["probe"] = NotReady("connection refused")
 
     await monitor.check_once()
 
-    assert fleet.metric("cloner_tenant_memory_bytes", **TENANT) is None
-    assert fleet.metric("cloner_tenant_cpu_ratio", **TENANT) is None
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 0
+    assert fleet.sample("cloner_tenant_memory_bytes", **TENANT) is None
+    assert fleet.sample("cloner_tenant_cpu_ratio", **TENANT) is None
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 0
 
 
 async def test_gauges_removed_when_tenant_leaves_ready_and_degraded(fleet: Fleet) -> None:
     """A deprovisioned tenant disappears from the per-tenant gauges."""
     monitor = HealthMonitor(fleet.app)
     await monitor.check_once()
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 1
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 1
 
     await fleet.delete()
     report = await monitor.check_once()
@@ -128,14 +121,14 @@ async def test_gauges_removed_when_tenant_leaves_ready_and_degraded(fleet: Fleet
     assert report.get("acme") is None
     for name in ("cloner_tenant_up", "cloner_tenant_probe_seconds",
                  "cloner_tenant_memory_bytes", "cloner_tenant_cpu_ratio"):
-        assert fleet.metric(name, **TENANT) is None, name
+        assert fleet.sample(name, **TENANT) is None, name
 
 
 async def test_failed_isolation_proof_degrades_until_a_proof_passes(fleet: Fleet) -> None:
     """A failed re-proof: report stored, checks counted, DEGRADED; probes alone do not undo it."""
     monitor = HealthMonitor(fleet.app)
     fleet.engine.failing_checks = {"app_cannot_escalate"}
-    counted_before = fleet.count("cloner_isolation_checks_total",
+    counted_before = fleet.metric("cloner_isolation_checks_total",
                                  check="app_cannot_escalate", outcome="failed")
 
     report = await monitor.check_once(isolation=True)
@@ -146,7 +139,7 @@ async def test_failed_isolation_proof_degrades_until_a_proof_passes(fleet: Fleet
     tenant = await fleet.tenant()
     assert tenant.status is Status.DEGRADED
     assert tenant.isolation is not None and not tenant.isolation.passed
-    assert fleet.count("cloner_isolation_checks_total", check="app_cannot_escalate",
+    assert fleet.metric("cloner_isolation_checks_total", check="app_cannot_escalate",
                        outcome="failed") == counted_before + 1
     assert (await fleet.cp.events("acme"))[-1]["detail"]["failed"] == ["app_cannot_escalate"]
 
@@ -186,7 +179,7 @@ async def test_tenant_with_active_request_is_probed_but_not_moved(fleet: Fleet) 
     result = report.get("acme")
     assert result is not None and not result.up and result.transition is None
     assert (await fleet.tenant()).status is Status.READY
-    assert fleet.metric("cloner_tenant_up", **TENANT) == 0
+    assert fleet.sample("cloner_tenant_up", **TENANT) == 0
 
 
 async def test_probes_run_concurrently_within_the_bound(

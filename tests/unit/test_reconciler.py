@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,10 @@ from cloner.domain import (
 )
 from cloner.errors import NotReady, RuntimeFault
 from cloner.tenants import TenantService
-from cloner.testing import FakeEngine, use_engine
+from cloner.testing import FakeEngine
 from tests.unit.fleet import Fleet, open_fleet
 
 GRACE_S = 60.0
-
-
-@pytest.fixture
-def engine() -> Iterator[FakeEngine]:
-    """A fake PostgreSQL driver, registered for the duration of the test."""
-    with use_engine(FakeEngine()) as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ async def fleet(tmp_path: Path, engine: FakeEngine) -> AsyncIterator[Fleet]:
 
 def actions(fleet: Fleet, action: str) -> float:
     """How often the reconciler counted ``action``."""
-    return fleet.count("cloner_reconcile_actions_total", action=action)
+    return fleet.metric("cloner_reconcile_actions_total", action=action)
 
 
 # ------------------------------------------------------------------ orphans
@@ -73,8 +66,8 @@ async def test_orphan_older_than_grace_is_removed_container_first(fleet: Fleet) 
     assert actions(fleet, "orphan_removed") == 2
     removed = [e for e in logs if e["event"] == "reconcile.orphan_removed"]
     assert [e["tenant_id"] for e in removed] == ["ghost", "ghost"]
-    assert fleet.metric("cloner_reconcile_last_success_timestamp_seconds")
-    assert fleet.metric("cloner_runtime_up") == 1
+    assert fleet.sample("cloner_reconcile_last_success_timestamp_seconds")
+    assert fleet.sample("cloner_runtime_up") == 1
 
 
 async def test_orphan_younger_than_grace_is_kept(fleet: Fleet) -> None:
@@ -314,8 +307,8 @@ async def test_ready_tenant_with_missing_container_is_recreated_on_its_volume(
     assert fleet.runtime.volume_created[volume_name("acme")] == volume_born
     assert fleet.engine.hooks("acme")[-2:] == ["wait_ready", "prove_isolation"]
     assert after.isolation is not None and after.isolation.passed
-    assert fleet.count("cloner_health_transitions_total", to="degraded") == 1
-    assert fleet.count("cloner_health_transitions_total", to="ready") == 1
+    assert fleet.metric("cloner_health_transitions_total", to="degraded") == 1
+    assert fleet.metric("cloner_health_transitions_total", to="ready") == 1
     assert actions(fleet, "recreated") == 1
     kinds = [e["kind"] for e in await fleet.cp.events("acme")]
     assert kinds[-3:] == ["degraded", "reconcile_recreated", "ready"]
@@ -448,15 +441,15 @@ async def test_docker_down_sets_runtime_up_zero_and_does_not_raise(fleet: Fleet)
         report = await reconciler.reconcile_once()
 
     assert not report.runtime_up and report.actions == ()
-    assert fleet.metric("cloner_runtime_up") == 0
+    assert fleet.sample("cloner_runtime_up") == 0
     assert actions(fleet, "runtime_unavailable") == 1
-    assert fleet.metric("cloner_reconcile_last_success_timestamp_seconds") == 0
+    assert fleet.sample("cloner_reconcile_last_success_timestamp_seconds") == 0
     assert [e["event"] for e in logs] == ["reconcile.runtime_unavailable"]
     assert (await fleet.tenant()).status is Status.READY
 
     fleet.runtime.available = True
     assert (await reconciler.reconcile_once()).runtime_up
-    assert fleet.metric("cloner_runtime_up") == 1
+    assert fleet.sample("cloner_runtime_up") == 1
 
 
 async def test_run_passes_at_once_and_returns_when_stopped(
