@@ -419,6 +419,7 @@ class FakeEngine:
     """
 
     container_port: int = 5432
+    transient_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(
         self,

@@ -74,6 +74,9 @@ class EngineDriver(Protocol):
 
     engine: Engine
     container_port: int
+    #: Client-library errors that mean "not yet" (server settling, connection
+    #: refused, too many connections): the pipeline retries them.
+    transient_errors: tuple[type[BaseException], ...]
 
     def database_name(self, tenant_id: str) -> str:
         """The tenant's database name inside its server."""

@@ -60,6 +60,9 @@ class PostgresEngine:
 
     engine = Engine.POSTGRES
     container_port = 5432
+    transient_errors: tuple[type[BaseException], ...] = (
+        asyncpg.CannotConnectNowError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+    )
 
     def database_name(self, tenant_id: str) -> str:
         """``acme-corp`` → ``acme_corp``."""

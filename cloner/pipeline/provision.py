@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import structlog
 
 from cloner import constants
@@ -46,7 +45,7 @@ from cloner.domain import (
     validate_tenant_id,
     volume_name,
 )
-from cloner.engines import EngineDriver, TenantTarget, get_engine
+from cloner.engines import EngineDriver, TenantTarget, available_engines, get_engine
 from cloner.errors import (
     ClonerError,
     InvalidBackup,
@@ -69,11 +68,16 @@ PROVISION_STEPS = (
     "validate", "reserve", "resolve", "start", "ready", "template", "rbac", "verify", "register",
 )
 
-# Connection-level faults while a fresh server settles are worth another attempt.
-_TRANSIENT_DRIVER_ERRORS = (
-    OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-)
+# Connection-level faults while a fresh server settles are worth another attempt;
+# each engine adds its client library's own (``EngineDriver.transient_errors``).
+_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+
+
+def _all_transient_errors() -> tuple[type[BaseException], ...]:
+    found = list(_TRANSIENT_ERRORS)
+    for engine in available_engines():
+        found.extend(get_engine(engine).transient_errors)
+    return tuple(found)
 
 
 class StepFailed(Exception):
@@ -82,7 +86,7 @@ class StepFailed(Exception):
     def __init__(self, step: str, cause: BaseException) -> None:
         self.step = step
         self.cause = cause
-        self.transient = isinstance(cause, _TRANSIENT_DRIVER_ERRORS) or (
+        self.transient = isinstance(cause, _all_transient_errors()) or (
             isinstance(cause, ClonerError) and cause.transient
         )
         self.error_class = type(cause).__name__
