@@ -30,7 +30,6 @@ from cloner.domain import (
     sql_identifier,
     validate_tenant_id,
     validate_version,
-    volume_name,
 )
 from cloner.engines import get_engine
 from cloner.errors import (
@@ -41,7 +40,7 @@ from cloner.errors import (
     TenantNotFound,
     TimeoutExceeded,
 )
-from cloner.secrets import TENANT_ROLES, role_usernames
+from cloner.secrets import role_usernames
 
 #: States in which a repeated, identical create is answered with the request that made the
 #: tenant: it is on its way, or there. Failed and purged tenants are created anew instead.
@@ -203,7 +202,7 @@ class TenantService:
             return
         if (tenant.backup or {}).get("sha256") == chosen.sha256:
             return  # the chosen backup holds the final data, and it was just verified
-        if not await self.app.runtime.volume_exists(volume_name(tenant.tenant_id)):
+        if not await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id):
             return
         try:
             await asyncio.to_thread(
@@ -275,7 +274,7 @@ class TenantService:
         creds = await self.app.services.credentials(tenant.tenant_id) if reveal else None
         if tenant.has_credentials:
             names = role_usernames(sql_identifier(tenant.tenant_id))
-            for role in TENANT_ROLES:
+            for role in engine.roles:
                 cred = creds.roles[role] if creds else None
                 roles[role] = {
                     "username": cred.username if cred else names[role],

@@ -53,6 +53,7 @@ from cloner.engines.base import (
     ContainerDefaults,
     EngineDriver,
     Neighbour,
+    Placement,
     TenantTarget,
 )
 from cloner.errors import BackupError, NotReady, RuntimeFault, RuntimeUnavailable
@@ -65,7 +66,7 @@ from cloner.runtime.base import (
     Runtime,
     VolumeInfo,
 )
-from cloner.secrets import Vault
+from cloner.secrets import TENANT_ROLES, Vault
 from cloner.settings import Settings
 
 if TYPE_CHECKING:
@@ -418,6 +419,8 @@ class FakeEngine:
     PostgreSQL driver.
     """
 
+    placement = Placement.CONTAINER
+    roles: tuple[str, ...] = TENANT_ROLES
     container_port: int = 5432
     transient_errors: tuple[type[BaseException], ...] = ()
 

@@ -37,6 +37,7 @@ import structlog
 from cloner.app import App
 from cloner.controlplane import TenantUpdate
 from cloner.domain import IsolationReport, Status, Tenant, container_name
+from cloner.engines import Placement, get_engine
 from cloner.errors import InvalidTransition
 from cloner.logging import get_logger
 from cloner.pipeline.verify import prove_isolation
@@ -241,6 +242,8 @@ class HealthMonitor:
         return None
 
     async def _stats(self, tenant: Tenant) -> ContainerStats | None:
+        if get_engine(tenant.engine).placement is not Placement.CONTAINER:
+            return None  # an embedded engine's file: no container to sample
         name = tenant.container_name or container_name(tenant.tenant_id)
         try:
             return await self.app.runtime.stats(name)

@@ -107,8 +107,8 @@ from cloner.domain import (
     container_name,
     volume_name,
 )
-from cloner.engines import EngineDriver, TenantTarget, get_engine
-from cloner.errors import InvalidTransition, NotReady, RuntimeUnavailable
+from cloner.engines import EngineDriver, Placement, TenantTarget, get_engine
+from cloner.errors import ClonerError, InvalidTransition, NotReady, RuntimeUnavailable
 from cloner.logging import get_logger
 from cloner.pipeline.verify import prove_isolation
 from cloner.runtime.base import ContainerInfo, OwnedResources, VolumeInfo
@@ -397,7 +397,8 @@ class Reconciler:
         jobs = []
         for tenant in tenants.values():
             tid = tenant.tenant_id
-            if tenant.status not in WANTS_CONTAINER or active.get(tid) is not None:
+            if (tenant.status not in WANTS_CONTAINER or active.get(tid) is not None
+                    or not _in_container(tenant)):
                 continue
             found = containers.get(container_name(tid))
             current = (found if found is not None
@@ -609,3 +610,11 @@ class Reconciler:
             return
         getattr(log, level)(f"reconcile.{action}", tenant_id=tenant_id, subject=subject,
                             detail=detail)
+
+
+def _in_container(tenant: Tenant) -> bool:
+    """True when the tenant's engine runs in a container (an embedded file has none)."""
+    try:
+        return get_engine(tenant.engine).placement is Placement.CONTAINER
+    except ClonerError:  # an engine without a driver on this build: leave it alone
+        return False

@@ -168,7 +168,8 @@ class Worker:
                 # may be a deprovisioned tenant's old volume (failure before `start`), but
                 # a restore is only accepted when a verified backup holds that data
                 # (TenantService.restore), and a retried restore loads from a backup anyway.
-                await self.app.provisioner.compensate(request.tenant_id)
+                await self.app.provisioner.compensate(
+                    request.tenant_id, tenant.engine if tenant else None)
             except Exception as exc:  # the reconciler removes what is left
                 log.exception("worker.compensation_failed", error=str(exc))
             await cp.update_tenant(request.tenant_id, TenantUpdate(

@@ -6,12 +6,17 @@ from cloner.engines.base import (
     ContainerDefaults,
     EngineDriver,
     Neighbour,
+    Placement,
     TenantTarget,
 )
 from cloner.engines.postgres import PostgresEngine
+from cloner.engines.sqlite import SqliteEngine
 from cloner.errors import InvalidInput
 
-_DRIVERS: dict[Engine, EngineDriver] = {Engine.POSTGRES: PostgresEngine()}
+_DRIVERS: dict[Engine, EngineDriver] = {
+    Engine.POSTGRES: PostgresEngine(),
+    Engine.SQLITE: SqliteEngine(),
+}
 
 
 def get_engine(engine: Engine) -> EngineDriver:
@@ -31,6 +36,6 @@ def available_engines() -> list[Engine]:
 
 
 __all__ = [
-    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "TenantTarget",
+    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "TenantTarget",
     "available_engines", "get_engine",
 ]

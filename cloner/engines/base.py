@@ -10,6 +10,7 @@ again on live tenants.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,15 @@ from typing import Protocol
 from cloner.catalog import ResolvedTemplates
 from cloner.domain import CheckResult, Credentials, Endpoint, Engine
 from cloner.runtime.base import ContainerSpec, Runtime
+
+
+class Placement(enum.StrEnum):
+    """Where an engine's tenant databases live."""
+
+    #: A server in the tenant's own container, reached over TCP on the bind host.
+    CONTAINER = "container"
+    #: A file in cloner's data directory, opened in-process (no server, no logins).
+    EMBEDDED = "embedded"
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class TenantTarget:
     endpoint: Endpoint
     credentials: Credentials
     container_name: str | None = None
+    #: Where an embedded engine keeps its files (``<data_dir>/<engine>``); None otherwise.
+    storage_root: Path | None = None
 
     def __repr__(self) -> str:
         return f"TenantTarget(tenant_id={self.tenant_id!r}, endpoint={self.endpoint!r})"
@@ -73,6 +85,9 @@ class EngineDriver(Protocol):
     """One database engine. Adding an engine = one module implementing this + templates."""
 
     engine: Engine
+    placement: Placement
+    #: The logins ``apply_rbac`` creates (empty for an engine without logins).
+    roles: tuple[str, ...]
     container_port: int
     #: Client-library errors that mean "not yet" (server settling, connection
     #: refused, too many connections): the pipeline retries them.

@@ -26,12 +26,13 @@ from cloner.engines.base import (
     BackupResult,
     ContainerDefaults,
     Neighbour,
+    Placement,
     TenantTarget,
 )
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
-from cloner.secrets import scram_sha256_verifier
+from cloner.secrets import TENANT_ROLES, scram_sha256_verifier
 
 log = get_logger(__name__)
 
@@ -59,6 +60,8 @@ class PostgresEngine:
     """PostgreSQL 15 tenants."""
 
     engine = Engine.POSTGRES
+    placement = Placement.CONTAINER
+    roles: tuple[str, ...] = TENANT_ROLES
     container_port = 5432
     transient_errors: tuple[type[BaseException], ...] = (
         asyncpg.CannotConnectNowError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,

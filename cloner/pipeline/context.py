@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloner.catalog import Catalog
 from cloner.controlplane import ControlPlane
 from cloner.domain import Credentials, Tenant, container_name
-from cloner.engines import ContainerDefaults, EngineDriver, TenantTarget, get_engine
+from cloner.engines import ContainerDefaults, EngineDriver, Placement, TenantTarget, get_engine
 from cloner.errors import ClonerError
 from cloner.logging import REDACTOR
 from cloner.metrics import Metrics
 from cloner.runtime import Runtime
 from cloner.secrets import Vault
 from cloner.settings import Settings
+
+if TYPE_CHECKING:
+    from cloner.pipeline.hosts import TenantHost
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,18 @@ class Services:
             connection_limit=s.tenant_connection_limit,
         )
 
+    def host(self, driver: EngineDriver) -> TenantHost:
+        """Where ``driver``'s tenant databases live (container or data-dir file)."""
+        from cloner.pipeline.hosts import host_for
+
+        return host_for(self, driver)
+
+    def storage_root(self, driver: EngineDriver) -> Path | None:
+        """The directory an embedded engine keeps its files in (None for containers)."""
+        if driver.placement is Placement.EMBEDDED:
+            return self.settings.data_dir / driver.engine.value
+        return None
+
     async def credentials(self, tenant_id: str) -> Credentials | None:
         """Decrypted credentials of a tenant (also registered for log redaction)."""
         token = await self.control_plane.credentials_token(tenant_id)
@@ -58,5 +75,7 @@ class Services:
             database=engine.database_name(tenant.tenant_id),
             endpoint=tenant.endpoint,
             credentials=creds,
-            container_name=tenant.container_name or container_name(tenant.tenant_id),
+            container_name=(tenant.container_name or container_name(tenant.tenant_id)
+                            if engine.placement is Placement.CONTAINER else None),
+            storage_root=self.storage_root(engine),
         )

@@ -17,8 +17,8 @@ from typing import Any
 from cloner import constants
 from cloner.backups import write_manifest
 from cloner.controlplane import TenantUpdate
-from cloner.domain import Request, Status, Tenant, container_name, volume_name
-from cloner.engines import BackupResult, TenantTarget
+from cloner.domain import Request, Status, Tenant
+from cloner.engines import BackupResult, get_engine
 from cloner.errors import BackupError, InvalidTransition
 from cloner.logging import get_logger
 from cloner.pipeline.context import Services
@@ -53,22 +53,23 @@ class Deprovisioner:
                 ))
             step = "backup"
             backup = tenant.backup
-            has_data = await self.s.runtime.volume_exists(volume_name(tenant_id))
-            container = await self.s.runtime.inspect(container_name(tenant_id))
+            host = self.s.host(get_engine(tenant.engine))
+            has_data = await host.has_data(tenant_id)
+            live = await host.is_live(tenant_id)
             taken_now = bool(backup and backup.get("request") == request.id)
             # Once the container is gone the data cannot change: the backup taken when it
             # was removed stays the final one (purging a deprovisioned tenant needs no new one).
-            if (has_data and container is not None and tenant.endpoint is not None
-                    and tenant.has_credentials and not taken_now):
+            if (has_data and live and tenant.endpoint is not None and not taken_now
+                    and (tenant.has_credentials or not get_engine(tenant.engine).roles)):
                 backup = await self.backup(tenant, reason="deprovision", request_id=request.id,
                                            actor=actor)
             step = "remove"
-            await self.s.runtime.remove_container(container_name(tenant_id))
+            await host.stop(tenant_id)
             final = Status.DEPROVISIONED
             if purge:
                 step = "purge"
                 _require_verified(backup, has_data)
-                await self.s.runtime.remove_volume(volume_name(tenant_id))
+                await host.remove_data(tenant_id)
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
             reason = request.payload.get("reason")
@@ -117,7 +118,7 @@ class Deprovisioner:
         engine, target = await self.s.target(tenant)
         started = time.monotonic()
         try:
-            await self._ensure_running(target)
+            await self.s.host(engine).ensure_running(target)
             await engine.wait_ready(target, self.s.settings.ready_timeout_s)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             folder = self.s.settings.backups_dir / tenant.tenant_id
@@ -139,17 +140,6 @@ class Deprovisioner:
         log.info("backup.done", tenant_id=tenant.tenant_id, path=str(result.path),
                  size_bytes=result.size_bytes)
         return record
-
-    async def _ensure_running(self, target: TenantTarget) -> None:
-        assert target.container_name is not None
-        info = await self.s.runtime.inspect(target.container_name)
-        if info is None:
-            raise BackupError(
-                f"container {target.container_name} is gone; its volume "
-                f"{volume_name(target.tenant_id)} is kept for manual recovery"
-            )
-        if not info.running:
-            await self.s.runtime.start(target.container_name)
 
 
 def _require_verified(backup: dict[str, Any] | None, has_data: bool) -> None:

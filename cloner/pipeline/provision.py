@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,31 +33,31 @@ from cloner.controlplane import TenantUpdate
 from cloner.domain import (
     Credentials,
     Endpoint,
+    Engine,
     IsolationReport,
     Request,
     RequestKind,
     Status,
     Tenant,
     TenantSpec,
-    container_name,
     parse_engine,
     parse_industry,
     sql_identifier,
     validate_tenant_id,
-    volume_name,
 )
 from cloner.engines import EngineDriver, TenantTarget, available_engines, get_engine
 from cloner.errors import (
     ClonerError,
     InvalidBackup,
+    InvalidInput,
     IsolationViolation,
     NotReady,
     TimeoutExceeded,
 )
 from cloner.logging import REDACTOR, get_logger
 from cloner.pipeline.context import Services
+from cloner.pipeline.hosts import ContainerHost, Placing
 from cloner.pipeline.verify import prove_isolation
-from cloner.runtime import ContainerInfo
 from cloner.secrets import generate_credentials
 
 log = get_logger(__name__)
@@ -110,7 +111,8 @@ class ProvisionRun:
     engine: EngineDriver | None = None
     templates: ResolvedTemplates | None = None
     credentials: Credentials | None = None
-    container: ContainerInfo | None = None
+    container_name: str | None = None
+    storage_root: Path | None = None
     endpoint: Endpoint | None = None
     isolation: IsolationReport | None = None
     #: The verified backup a restore loads (set by ``resolve``; None when provisioning).
@@ -135,7 +137,8 @@ class ProvisionRun:
             database=self.engine.database_name(self.tenant_id),
             endpoint=self.endpoint,
             credentials=self.credentials,
-            container_name=container_name(self.tenant_id),
+            container_name=self.container_name,
+            storage_root=self.storage_root,
         )
 
 
@@ -217,6 +220,7 @@ class Provisioner:
             template_version=str(payload.get("template_version")),
         )
         run.engine = get_engine(engine)
+        run.storage_root = self.s.storage_root(run.engine)
 
     async def _reserve(self, run: ProvisionRun) -> None:
         creds = await self.s.credentials(run.tenant_id)
@@ -252,52 +256,35 @@ class Provisioner:
             constants.LABEL_TEMPLATE_VERSION: run.spec.template_version,
             constants.LABEL_ROLE: "tenant-database",
         }
-        spec = run.engine.container_spec(
-            run.tenant_id, run.credentials, labels,
-            self.s.container_defaults(run.spec.engine.value),
-        )
-        await self.s.runtime.ensure_network(self.s.settings.tenant_network)
-        info = await self.s.runtime.ensure_container(spec)
-        if info.host_port is None:
-            raise NotReady(f"container {info.name} has no published port")
-        run.container = info
-        run.endpoint = Endpoint(
-            host=self.s.settings.bind_host, port=info.host_port,
-            database=run.engine.database_name(run.tenant_id),
-        )
+        hosted = await self.s.host(run.engine).start(Placing(
+            run.tenant_id, run.request.id, run.engine, run.credentials, labels
+        ))
+        run.endpoint = hosted.endpoint
+        run.container_name = hosted.container_name
         await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(
-            container_id=info.id, container_name=info.name, endpoint=run.endpoint,
+            container_id=hosted.container_id, container_name=hosted.container_name,
+            endpoint=run.endpoint,
         ))
 
     async def _ready(self, run: ProvisionRun) -> None:
         assert run.engine is not None
-        name = container_name(run.tenant_id)
+        host = self.s.host(run.engine)
         probe = asyncio.create_task(
             run.engine.wait_ready(run.target(), self.s.settings.ready_timeout_s)
         )
-        watchdog = asyncio.create_task(self._watch_container(name))
+        watchdog = asyncio.create_task(host.watch(run.tenant_id))
         try:
             done, _ = await asyncio.wait({probe, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if probe not in done:
                 probe.cancel()
             (await next(iter(done)))  # re-raises the probe's or the watchdog's error
         except NotReady as exc:
-            logs = await self.s.runtime.logs_tail(name, 5)
-            tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
-            raise NotReady(f"{exc.message}; container log: {tail or '(empty)'}") from exc
+            hint = await host.diagnostics(run.tenant_id)
+            raise NotReady(f"{exc.message}; {hint}") from exc
         finally:
             for task in (probe, watchdog):
                 task.cancel()
             await asyncio.gather(probe, watchdog, return_exceptions=True)
-
-    async def _watch_container(self, name: str) -> None:
-        """Fail fast when the container dies instead of waiting out the probe timeout."""
-        while True:
-            await asyncio.sleep(1.0)
-            info = await self.s.runtime.inspect(name)
-            if info is None or info.status in ("exited", "dead", "restarting"):
-                state = "gone" if info is None else info.status
-                raise NotReady(f"container {name} is {state} while starting")
 
     async def _verified_backup(self, run: ProvisionRun) -> BackupInfo:
         """The backup named by the request, checked again: it may have changed since enqueue."""
@@ -350,10 +337,25 @@ class Provisioner:
 
     # ----------------------------------------------------------- compensation
 
-    async def compensate(self, tenant_id: str) -> None:
-        """Remove what a failed request created (unless ``keep_failed``)."""
+    async def compensate(self, tenant_id: str, engine: Engine | None = None) -> None:
+        """Remove what a failed request created (unless ``keep_failed``).
+
+        ``engine`` is the tenant's engine when known; without it (a request so
+        malformed it never named one) only container resources can exist.
+        """
         if self.s.settings.keep_failed:
             log.warning("provision.kept_failed_resources", tenant_id=tenant_id)
             return
-        await self.s.runtime.remove_container(container_name(tenant_id))
-        await self.s.runtime.remove_volume(volume_name(tenant_id))
+        driver = _driver_or_none(engine)
+        host = self.s.host(driver) if driver is not None else ContainerHost(self.s)
+        await host.stop(tenant_id)
+        await host.remove_data(tenant_id)
+
+
+def _driver_or_none(engine: Engine | None) -> EngineDriver | None:
+    if engine is None:
+        return None
+    try:
+        return get_engine(engine)
+    except InvalidInput:
+        return None

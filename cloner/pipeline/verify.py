@@ -3,14 +3,15 @@
 DESIGN.md asks for the proof at provisioning time and again, on a slower
 cadence, for every live tenant: both run exactly this code so a re-run proves
 the same things the first run did. The engine proves what only it can see
-(roles, grants, neighbours refusing the tenant's credentials); the container
-checks here prove what only the runtime can see (published address, network).
+(roles, grants, neighbours refusing the tenant's credentials); the tenant's
+host proves where it sits (published address and network of its container,
+or the private, contained file of an embedded engine; see ``hosts.py``).
 """
 
 from __future__ import annotations
 
 from cloner.controlplane import TenantUpdate
-from cloner.domain import CheckResult, Engine, IsolationReport, Status
+from cloner.domain import Engine, IsolationReport, Status
 from cloner.engines import EngineDriver, Neighbour, TenantTarget
 from cloner.pipeline.context import Services
 
@@ -29,7 +30,7 @@ async def prove_isolation(
     """
     neighbours = await neighbours_of(services, engine_kind, driver, target.tenant_id)
     checks = await driver.prove_isolation(target, neighbours)
-    checks += await container_checks(services, target)
+    checks += await services.host(driver).checks(target)
     report = IsolationReport(tuple(checks))
     for check in checks:
         services.metrics.isolation_checks.labels(
@@ -49,29 +50,6 @@ async def neighbours_of(
         for t in tenants
         if t.tenant_id != tenant_id and t.engine == engine_kind
         and t.status in NEIGHBOUR_STATES
-        and t.endpoint is not None and t.endpoint.port is not None
-    ]
-
-
-async def container_checks(services: Services, target: TenantTarget) -> list[CheckResult]:
-    """Published on the bind host only; alone on the isolated tenant network."""
-    name = target.container_name
-    info = await services.runtime.inspect(name) if name is not None else None
-    network = services.settings.tenant_network
-    if info is None:
-        return [CheckResult("container_exists", False, "container vanished")]
-    bind = services.settings.bind_host
-    port_ok = info.host_ip == bind
-    isolated = await services.runtime.network_isolated(network)
-    net_ok = info.networks == (network,) and isolated
-    return [
-        CheckResult(
-            "port_published_on_bind_host_only", port_ok,
-            f"published on {info.host_ip}:{info.host_port} (expected {bind})",
-        ),
-        CheckResult(
-            "own_isolated_network", net_ok,
-            f"networks {list(info.networks)}; inter-container traffic "
-            f"{'disabled' if isolated else 'ENABLED'} on {network}",
-        ),
+        and t.endpoint is not None
+        and (t.endpoint.port is not None or t.endpoint.path is not None)
     ]

@@ -1,0 +1,271 @@
+"""Where a tenant database lives, as the pipelines see it.
+
+Container engines (postgres, mysql, mongodb) run a server in the tenant's own
+container; embedded engines (sqlite) keep a file in cloner's data directory.
+The steps that differ — start the database, notice it died, stop it, keep or
+remove its data, prove where it sits — go through :class:`TenantHost`, so the
+provisioning and deprovisioning pipelines read the same for every engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from cloner.domain import CheckResult, Credentials, Endpoint, container_name, volume_name
+from cloner.engines import EngineDriver, Placement, TenantTarget
+from cloner.errors import BackupError, NotReady
+
+if TYPE_CHECKING:
+    from cloner.pipeline.context import Services
+
+#: Names the request that created an embedded tenant's files (see ``EmbeddedHost.start``).
+REQUEST_MARKER = ".request"
+#: Present once an embedded tenant is deprovisioned: its file is data at rest.
+STOPPED_MARKER = ".stopped"
+
+
+@dataclass(frozen=True)
+class Placing:
+    """What ``TenantHost.start`` needs to give one tenant's database a home."""
+
+    tenant_id: str
+    request_id: str
+    driver: EngineDriver
+    credentials: Credentials
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Hosted:
+    """Where ``TenantHost.start`` put the database."""
+
+    endpoint: Endpoint
+    container_id: str | None = None
+    container_name: str | None = None
+
+
+class TenantHost(Protocol):
+    """The placement-specific half of the pipelines. Every method is idempotent."""
+
+    async def start(self, placing: Placing) -> Hosted:
+        """Create (or find) the tenant's database home and say how to reach it."""
+
+    async def watch(self, tenant_id: str) -> None:
+        """Return never; raise ``NotReady`` as soon as the database process is gone."""
+
+    async def diagnostics(self, tenant_id: str) -> str:
+        """A short hint of why the database did not come up (e.g. its log tail)."""
+
+    async def ensure_running(self, target: TenantTarget) -> None:
+        """Make the database answer again (for a backup); ``BackupError`` if it cannot."""
+
+    async def is_live(self, tenant_id: str) -> bool:
+        """True while the data can still change (the container exists)."""
+
+    async def has_data(self, tenant_id: str) -> bool:
+        """True while the tenant's data exists (volume or file)."""
+
+    async def stop(self, tenant_id: str) -> None:
+        """Stop serving the tenant, keeping its data."""
+
+    async def remove_data(self, tenant_id: str) -> None:
+        """Remove the tenant's data for good."""
+
+    async def checks(self, target: TenantTarget) -> list[CheckResult]:
+        """The placement's part of the isolation proof."""
+
+
+class ContainerHost:
+    """The tenant's own container and volume, through the runtime."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def start(self, placing: Placing) -> Hosted:
+        driver = placing.driver
+        spec = driver.container_spec(
+            placing.tenant_id, placing.credentials, placing.labels,
+            self.s.container_defaults(driver.engine.value),
+        )
+        await self.s.runtime.ensure_network(self.s.settings.tenant_network)
+        info = await self.s.runtime.ensure_container(spec)
+        if info.host_port is None:
+            raise NotReady(f"container {info.name} has no published port")
+        endpoint = Endpoint(host=self.s.settings.bind_host, port=info.host_port,
+                            database=driver.database_name(placing.tenant_id))
+        return Hosted(endpoint, info.id, info.name)
+
+    async def watch(self, tenant_id: str) -> None:
+        name = container_name(tenant_id)
+        while True:
+            await asyncio.sleep(1.0)
+            info = await self.s.runtime.inspect(name)
+            if info is None or info.status in ("exited", "dead", "restarting"):
+                state = "gone" if info is None else info.status
+                raise NotReady(f"container {name} is {state} while starting")
+
+    async def diagnostics(self, tenant_id: str) -> str:
+        logs = await self.s.runtime.logs_tail(container_name(tenant_id), 5)
+        tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
+        return f"container log: {tail or '(empty)'}"
+
+    async def ensure_running(self, target: TenantTarget) -> None:
+        name = target.container_name or container_name(target.tenant_id)
+        info = await self.s.runtime.inspect(name)
+        if info is None:
+            raise BackupError(
+                f"container {name} is gone; its volume "
+                f"{volume_name(target.tenant_id)} is kept for manual recovery"
+            )
+        if not info.running:
+            await self.s.runtime.start(name)
+
+    async def is_live(self, tenant_id: str) -> bool:
+        return await self.s.runtime.inspect(container_name(tenant_id)) is not None
+
+    async def has_data(self, tenant_id: str) -> bool:
+        return await self.s.runtime.volume_exists(volume_name(tenant_id))
+
+    async def stop(self, tenant_id: str) -> None:
+        await self.s.runtime.remove_container(container_name(tenant_id))
+
+    async def remove_data(self, tenant_id: str) -> None:
+        await self.s.runtime.remove_volume(volume_name(tenant_id))
+
+    async def checks(self, target: TenantTarget) -> list[CheckResult]:
+        """Published on the bind host only; alone on the isolated tenant network."""
+        name = target.container_name
+        info = await self.s.runtime.inspect(name) if name is not None else None
+        network = self.s.settings.tenant_network
+        if info is None:
+            return [CheckResult("container_exists", False, "container vanished")]
+        bind = self.s.settings.bind_host
+        isolated = await self.s.runtime.network_isolated(network)
+        return [
+            CheckResult(
+                "port_published_on_bind_host_only", info.host_ip == bind,
+                f"published on {info.host_ip}:{info.host_port} (expected {bind})",
+            ),
+            CheckResult(
+                "own_isolated_network", info.networks == (network,) and isolated,
+                f"networks {list(info.networks)}; inter-container traffic "
+                f"{'disabled' if isolated else 'ENABLED'} on {network}",
+            ),
+        ]
+
+
+class EmbeddedHost:
+    """A private directory per tenant under ``<data_dir>/<engine>/tenants``.
+
+    The directory is 0700 and everything in it 0600: the only process that
+    may open the file is cloner (and what it hands connections to). There is
+    no server to start or stop: ``stop`` marks the file as data at rest and
+    keeps it, the way a container engine keeps its volume, and only
+    ``remove_data`` deletes it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tenants_dir = root / "tenants"
+
+    def tenant_dir(self, tenant_id: str) -> Path:
+        """The tenant's private directory."""
+        return self.tenants_dir / tenant_id
+
+    async def start(self, placing: Placing) -> Hosted:
+        folder = self.tenant_dir(placing.tenant_id)
+        await asyncio.to_thread(self._prepare, folder, placing.request_id)
+        return Hosted(Endpoint(path=str(folder / placing.driver.database_name(placing.tenant_id))))
+
+    def _prepare(self, folder: Path, request_id: str) -> None:
+        marker = folder / REQUEST_MARKER
+        if folder.exists() and (not marker.is_file() or marker.read_text() != request_id):
+            # Files of an earlier incarnation (a deprovisioned tenant being restored or
+            # re-created): like a container engine's stale volume, they are replaced;
+            # a restore's verified backup, or the final backup, holds that data.
+            shutil.rmtree(folder)
+        self.tenants_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for made in (self.root, self.tenants_dir, folder):  # mkdir's mode obeys the umask
+            made.chmod(0o700)
+        if not marker.is_file():
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(request_id)
+
+    async def watch(self, tenant_id: str) -> None:
+        # No process can die; only the directory can vanish (an operator's rm).
+        folder = self.tenant_dir(tenant_id)
+        while await asyncio.to_thread(folder.is_dir):  # noqa: ASYNC110 - polls the disk
+            await asyncio.sleep(1.0)
+        raise NotReady(f"directory {folder} vanished while starting")
+
+    async def diagnostics(self, tenant_id: str) -> str:
+        folder = self.tenant_dir(tenant_id)
+        return f"directory {folder} {'exists' if folder.is_dir() else 'is missing'}"
+
+    async def ensure_running(self, target: TenantTarget) -> None:
+        path = target.endpoint.path
+        if path is None or not await asyncio.to_thread(Path(path).is_file):
+            raise BackupError(f"database file of {target.tenant_id} is missing")
+
+    async def is_live(self, tenant_id: str) -> bool:
+        folder = self.tenant_dir(tenant_id)
+        return folder.is_dir() and not (folder / STOPPED_MARKER).exists()
+
+    async def has_data(self, tenant_id: str) -> bool:
+        return self.tenant_dir(tenant_id).is_dir()
+
+    async def stop(self, tenant_id: str) -> None:
+        folder = self.tenant_dir(tenant_id)
+        if folder.is_dir():
+            await asyncio.to_thread((folder / STOPPED_MARKER).touch, 0o600)
+
+    async def remove_data(self, tenant_id: str) -> None:
+        folder = self.tenant_dir(tenant_id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def checks(self, target: TenantTarget) -> list[CheckResult]:
+        """Private directory and file, inside this data directory, not a link elsewhere."""
+        return await asyncio.to_thread(self._checks, target)
+
+    def _checks(self, target: TenantTarget) -> list[CheckResult]:
+        folder = self.tenant_dir(target.tenant_id)
+        if target.endpoint.path is None:
+            return [CheckResult("database_file_exists", False, "endpoint has no path")]
+        path = Path(target.endpoint.path)
+        if not path.is_file():
+            return [CheckResult("database_file_exists", False, f"{path} is missing")]
+        root = self.tenants_dir.resolve()
+        resolved = path.resolve()
+        contained = resolved.parent == (root / target.tenant_id) and not path.is_symlink()
+        loose = [p.name for p in folder.iterdir()
+                 if stat.S_IMODE(p.lstat().st_mode) & 0o077]
+        dir_mode = stat.S_IMODE(folder.stat().st_mode)
+        return [
+            CheckResult(
+                "path_contained_in_data_dir", contained,
+                f"{resolved} {'is' if contained else 'is NOT'} inside {root / target.tenant_id}",
+            ),
+            CheckResult(
+                "private_file_permissions", dir_mode == 0o700 and not loose,
+                f"directory {dir_mode:o}; files open to group/others: {loose or 'none'}",
+            ),
+        ]
+
+
+def host_for(services: Services, driver: EngineDriver) -> TenantHost:
+    """The host of ``driver``'s tenants."""
+    if driver.placement is Placement.EMBEDDED:
+        return EmbeddedHost(services.settings.data_dir / driver.engine.value)
+    return ContainerHost(services)
+
+
+__all__ = ["REQUEST_MARKER", "STOPPED_MARKER", "ContainerHost", "EmbeddedHost", "Hosted",
+           "Placing", "TenantHost", "host_for"]
