@@ -1,21 +1,25 @@
 """``cloner template validate``: static checks, then a real apply on a scratch server.
 
 Each (version, overlay) pair is applied to its own database of one scratch
-container of the engine, exactly as provisioning would, and the resulting
-catalogue is inspected for design warnings.
+container of the engine (or its own scratch file, for an embedded engine),
+exactly as provisioning would, and the resulting catalogue is inspected for
+design warnings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import shutil
 from dataclasses import dataclass, field
 
 from cloner import constants
 from cloner.app import App
-from cloner.catalog import ResolvedTemplates, lint_sql
+from cloner.catalog import ResolvedTemplates, lint_template
 from cloner.domain import Endpoint, Engine, Industry, container_name, volume_name
-from cloner.engines import TenantTarget, get_engine
+from cloner.engines import EngineDriver, Placement, TenantTarget, get_engine
 from cloner.errors import ClonerError
+from cloner.pipeline.hosts import EmbeddedHost, Placing
 from cloner.secrets import generate_credentials
 
 
@@ -51,12 +55,62 @@ async def validate_templates(
                     report.errors.append(f"{label}: {exc.message}")
                     continue
                 for template in resolved.files:
-                    for problem in lint_sql(template.read()):
+                    for problem in lint_template(engine.value, template.read()):
                         report.errors.append(f"{template.path}: {problem}")
                 combos.append((label, ver, industry, resolved))
         if combos and report.ok:
-            await _apply_on_scratch(app, engine, combos, report)
+            if get_engine(engine).placement is Placement.EMBEDDED:
+                await _apply_embedded(app, engine, combos, report)
+            elif not await app.runtime.image_exists(
+                image := app.settings.image_for(engine.value)
+            ):
+                # No server to apply on (mongodb cannot be built offline): the static
+                # checks above are all this run can prove, and it says so.
+                report.warnings.append(
+                    f"{engine.value}: checked statically only; image {image} is not present "
+                    "(cloner images ensure)"
+                )
+            else:
+                await _apply_on_scratch(app, engine, combos, report)
     return report
+
+
+async def _apply_embedded(
+    app: App, engine: Engine, combos: list[tuple[str, str, Industry, ResolvedTemplates]],
+    report: ValidationReport,
+) -> None:
+    """One scratch file per (version, overlay) in a scratch root, removed afterwards."""
+    driver = get_engine(engine)
+    root = app.settings.data_dir / f".validate-{engine.value}-{secrets.token_hex(4)}"
+    host = EmbeddedHost(root)
+    creds = generate_credentials("scratch")
+    seen: set[str] = set()
+    try:
+        for index, (label, _ver, _industry, resolved) in enumerate(combos):
+            scratch_id = f"validate-{index}"
+            hosted = await host.start(Placing(scratch_id, "validate", driver, creds, {}))
+            target = TenantTarget(scratch_id, driver.database_name(scratch_id),
+                                  hosted.endpoint, creds, storage_root=root)
+            await _apply_and_inspect(driver, target, label, resolved, report=report, seen=seen)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, root, True)
+
+
+async def _apply_and_inspect(
+    driver: EngineDriver, target: TenantTarget, label: str, resolved: ResolvedTemplates,
+    *, report: ValidationReport, seen: set[str],
+) -> None:
+    """Apply one combination; record an error or the design warnings it produced."""
+    try:
+        await driver.apply_templates(target, resolved)
+    except ClonerError as exc:
+        report.errors.append(f"{label}: {exc.message}")
+        return
+    report.applied.append(label)
+    for warning in await driver.template_warnings(target):
+        if warning not in seen:
+            seen.add(warning)
+            report.warnings.append(f"{label}: {warning}")
 
 
 async def _apply_on_scratch(
@@ -90,16 +144,8 @@ async def _apply_on_scratch(
                 scratch_id, database, Endpoint(endpoint.host, endpoint.port, database),
                 combo_creds,
             )
-            try:
-                await driver.apply_templates(target, resolved)
-            except ClonerError as exc:
-                report.errors.append(f"{label}: {exc.message}")
-                continue
-            report.applied.append(label)
-            for warning in await driver.template_warnings(target):
-                if warning not in seen_warnings:
-                    seen_warnings.add(warning)
-                    report.warnings.append(f"{label}: {warning}")
+            await _apply_and_inspect(driver, target, label, resolved, report=report,
+                                     seen=seen_warnings)
     finally:
         await runtime.remove_container(container_name(scratch_id))
         await runtime.remove_volume(volume_name(scratch_id))
