@@ -21,7 +21,8 @@ from pathlib import Path
 
 from cloner.app import App
 from cloner.daemon.worker import Worker
-from cloner.domain import RequestStatus
+from cloner.domain import Engine, RequestStatus
+from cloner.engines import Placement, get_engine
 from cloner.logging import configure_logging
 from cloner.pipeline import PROVISION_STEPS
 from cloner.settings import Settings
@@ -106,11 +107,17 @@ async def report(app: App, args: argparse.Namespace, e2e: dict[str, float],
     if ready:
         print_row("dequeue->ready", [float(t.timings["total_s"]) for t in ready])
         print_row("enqueue->ready", [e2e[t.tenant_id] for t in ready])
-        await asyncio.sleep(args.settle_s)
-        memory = await container_memory_bytes(
-            app, [t.container_name for t in ready if t.container_name])
-        print(f"idle tenant container memory: median {statistics.median(memory) / 2**20:.1f} "
-              f"MiB, max {max(memory) / 2**20:.1f} MiB (after {args.settle_s:.0f}s)")
+        names = [t.container_name for t in ready if t.container_name]
+        if names:
+            await asyncio.sleep(args.settle_s)
+            memory = await container_memory_bytes(app, names)
+            print(f"idle tenant container memory: median "
+                  f"{statistics.median(memory) / 2**20:.1f} MiB, max "
+                  f"{max(memory) / 2**20:.1f} MiB (after {args.settle_s:.0f}s)")
+        files = [Path(t.endpoint.path) for t in ready if t.endpoint and t.endpoint.path]
+        if files:  # an embedded engine: no container, the tenant is its file
+            sizes = [f.stat().st_size for f in files]
+            print(f"tenant file size: median {statistics.median(sizes) / 2**10:.0f} KiB")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"cloner process peak RSS: {peak_kib / 1024:.1f} MiB")
     for t in failed:
@@ -125,11 +132,12 @@ async def run(args: argparse.Namespace) -> None:
                         log_format="json")
     async with App.open(settings) as app:
         try:
-            await app.runtime.ping()
+            if get_engine(Engine(args.engine)).placement is Placement.CONTAINER:
+                await app.runtime.ping()
             e2e, wall = await provision_all(app, args)
             await report(app, args, e2e, wall)
         finally:
-            if not args.keep:
+            if not args.keep and get_engine(Engine(args.engine)).placement is Placement.CONTAINER:
                 owned = await app.runtime.owned()
                 await asyncio.gather(*(app.runtime.remove_container(c.name)
                                        for c in owned.containers))
