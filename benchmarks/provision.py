@@ -6,6 +6,7 @@ a temporary data dir and is removed at the end (``--keep`` to keep it).
 
     .venv/bin/python benchmarks/provision.py --engine postgres --count 10
     .venv/bin/python benchmarks/provision.py --count 20 --concurrency 4
+    .venv/bin/python benchmarks/provision.py --engine mysql --count 10 --prefix my-bench
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def provision_all(
     enqueued_at: dict[str, float] = {}
     requests = []
     for i in range(args.count):
-        tenant_id = f"bench-{i:03d}"
+        tenant_id = f"{args.prefix}-{i:03d}"
         enqueued_at[tenant_id] = time.monotonic()
         requests.append(await service.create(
             tenant_id, args.engine, INDUSTRIES[i % len(INDUSTRIES)]))
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=5.0,
                         help="seconds to let tenants idle before measuring memory")
     parser.add_argument("--keep", action="store_true", help="keep the tenants afterwards")
+    parser.add_argument("--prefix", default="bench",
+                        help="tenant id prefix (containers are cloner-<prefix>-NNN)")
     asyncio.run(run(parser.parse_args()))
 
 

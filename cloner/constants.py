@@ -49,6 +49,9 @@ ACTOR_RETENTION: Final = "retention"
 #: Events shown by ``tenant show`` (the newest ones; the registry keeps them all).
 SHOWN_EVENTS: Final = 50
 
+# MariaDB tenant servers ("mysql" engine), sized for density
+MYSQL_INNODB_BUFFER_POOL_MB: Final = 16
+
 # Readiness
 READY_TIMEOUT_S: Final = 60.0
 READY_PROBE_INTERVAL_S: Final = 0.05
@@ -62,6 +65,10 @@ PROVISION_BUCKETS_S: Final = (
 #: Pooled-connection waits: a warm acquire is sub-millisecond, a cold one opens a pool.
 POOL_ACQUIRE_BUCKETS_S: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+#: Schema-migration steps: a small step takes milliseconds, a backfill of a big table minutes.
+MIGRATION_STEP_BUCKETS_S: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )
 #: How long a pool being closed gets to close gracefully before it is terminated.
 POOL_CLOSE_TIMEOUT_S: Final = 10.0

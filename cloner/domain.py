@@ -49,12 +49,15 @@ class Status(enum.StrEnum):
     DEPROVISIONING = "deprovisioning"
     DEPROVISIONED = "deprovisioned"
     PURGED = "purged"
+    #: A schema migration (``cloner migrate``) is changing the tenant's database: pools
+    #: refuse it, the health monitor and the reconciler leave it alone.
+    MIGRATING = "migrating"
 
 
 _TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.REQUESTED: frozenset({Status.PROVISIONING, Status.FAILED}),
     Status.PROVISIONING: frozenset({Status.PROVISIONING, Status.READY, Status.FAILED}),
-    Status.READY: frozenset({Status.DEGRADED, Status.DEPROVISIONING}),
+    Status.READY: frozenset({Status.DEGRADED, Status.DEPROVISIONING, Status.MIGRATING}),
     Status.DEGRADED: frozenset({Status.READY, Status.DEPROVISIONING}),
     Status.FAILED: frozenset({Status.REQUESTED, Status.DEPROVISIONING}),
     Status.DEPROVISIONING: frozenset(
@@ -63,6 +66,9 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     # → REQUESTED: a restore re-provisions the tenant from a backup (``RESTORABLE``).
     Status.DEPROVISIONED: frozenset({Status.PURGED, Status.DEPROVISIONING, Status.REQUESTED}),
     Status.PURGED: frozenset({Status.REQUESTED}),
+    # → READY: migrated, or rolled back to its old version. → MIGRATING: a later rollout
+    # adopts a tenant whose rollout died mid-way (each step is recorded in the database).
+    Status.MIGRATING: frozenset({Status.READY, Status.MIGRATING}),
 }
 
 #: States in which a new ``tenant create`` for the same id is accepted.
@@ -290,6 +296,9 @@ class Tenant:
     request_id: str | None
     backup: dict[str, Any] | None = None
     has_credentials: bool = False
+    #: Template versions the tenant was at before schema migrations moved it on (oldest
+    #: first): a container keeps the version label it was created with.
+    previous_versions: tuple[str, ...] = ()
 
     @property
     def spec(self) -> TenantSpec:

@@ -140,8 +140,36 @@ class Metrics:
             "cloner_pool_evictions_total",
             "Idle tenant pools closed to stay under CLONER_POOL_MAX_OPEN.", registry=r,
         )
+        # Schema migrations. They follow the registry (cloner.migrations.status), so the
+        # daemon exports what any process's `cloner migrate` did, across restarts too.
+        self.migrations = Counter(
+            "cloner_migrations_total",
+            "Tenant migrations finished, by engine and outcome (migrated, up_to_date, "
+            "rolled_back, restored, refused, stuck, skipped, not_started).",
+            ["engine", "outcome"], registry=r,
+        )
+        self.migration_step_duration = Histogram(
+            "cloner_migration_step_duration_seconds",
+            "Duration of schema-migration steps run on tenant databases, by engine, step "
+            "and direction (up, down).",
+            ["engine", "step", "direction"], buckets=constants.MIGRATION_STEP_BUCKETS_S,
+            registry=r,
+        )
+        self.tenants_by_version = Gauge(
+            "cloner_tenants_by_version",
+            "Tenants with a database (ready, degraded, migrating), by engine and template "
+            "version.", ["engine", "version"], registry=r,
+        )
+        #: Highest registry ids already counted in the two migration metrics above.
+        self.migration_cursor: dict[str, int] = {"steps": 0, "outcomes": 0}
         self.build_info = Info("cloner_build", "cloner version and Python runtime.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+    def set_version_counts(self, counts: dict[tuple[str, str], int]) -> None:
+        """Replace the tenants-per-version gauge ((engine, version) → tenants)."""
+        self.tenants_by_version.clear()
+        for (engine, version), n in counts.items():
+            self.tenants_by_version.labels(engine=engine, version=version).set(n)
 
     def set_tenant_counts(self, counts: dict[tuple[str, str], int]) -> None:
         """Replace the tenant gauge with fresh counts (states that vanished go to 0)."""

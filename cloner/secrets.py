@@ -37,15 +37,28 @@ def generate_password() -> str:
 TENANT_ROLES = ("owner", "app", "readonly")
 
 
+#: PostgreSQL refuses role names starting with ``pg_`` (reserved for its own roles).
+_RESERVED_ROLE_PREFIXES = ("pg_",)
+
+
 def role_usernames(username_prefix: str) -> dict[str, str]:
-    """Login names of the tenant roles: ``<sql identifier>_<role>``."""
+    """Login names of the tenant roles: ``<sql identifier>_<role>``.
+
+    A tenant id such as ``pg-shop`` is valid, but ``pg_shop_owner`` is a
+    reserved PostgreSQL role name; such prefixes get a ``t_`` in front.
+    """
+    if username_prefix.startswith(_RESERVED_ROLE_PREFIXES):
+        username_prefix = f"t_{username_prefix}"
     return {role: f"{username_prefix}_{role}" for role in TENANT_ROLES}
 
 
-def generate_credentials(username_prefix: str) -> Credentials:
-    """Fresh credentials for one tenant; role names derive from its SQL identifier."""
+def generate_credentials(username_prefix: str, superuser: str = "postgres") -> Credentials:
+    """Fresh credentials for one tenant; role names derive from its SQL identifier.
+
+    ``superuser`` is the engine's administrative login (``EngineDriver.superuser``).
+    """
     return Credentials(
-        superuser=RoleCredential("postgres", generate_password()),
+        superuser=RoleCredential(superuser, generate_password()),
         bootstrap_password=generate_password(),
         roles={
             role: RoleCredential(username, generate_password())

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     tenant_pids_limit: int = Field(default=256, ge=32)
     tenant_shm_size_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     tenant_connection_limit: int = Field(default=40, ge=1)
+    #: InnoDB buffer pool of each MariaDB tenant server; the main lever on its idle memory.
+    mysql_innodb_buffer_pool_mb: int = Field(default=constants.MYSQL_INNODB_BUFFER_POOL_MB, ge=5)
 
     workers: int = Field(default=4, ge=1, le=64)
     lease_ttl_s: float = Field(default=constants.LEASE_TTL_S, gt=0)

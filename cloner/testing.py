@@ -23,21 +23,23 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote
 
 from cloner import constants
 from cloner import engines as _engines
 from cloner.app import App
 from cloner.catalog import Catalog, ResolvedTemplates
+from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.controlplane import SQLiteControlPlane
 from cloner.domain import (
     CheckResult,
@@ -52,12 +54,14 @@ from cloner.engines.base import (
     BackupResult,
     ContainerDefaults,
     EngineDriver,
+    MigrationHooks,
     Neighbour,
     Placement,
     TenantTarget,
 )
 from cloner.errors import BackupError, NotReady, RuntimeFault, RuntimeUnavailable
 from cloner.metrics import Metrics
+from cloner.migrations.errors import MigrationConflict, MigrationError
 from cloner.runtime.base import (
     ContainerInfo,
     ContainerSpec,
@@ -421,6 +425,7 @@ class FakeEngine:
 
     placement = Placement.CONTAINER
     roles: tuple[str, ...] = TENANT_ROLES
+    superuser = "postgres"
     container_port: int = 5432
     transient_errors: tuple[type[BaseException], ...] = ()
 
@@ -451,6 +456,16 @@ class FakeEngine:
         self.connection_limits: dict[str, int] = {}
         self.warnings: list[str] = []
         self.restored: list[tuple[str, Path]] = []
+        #: Schema migrations: tenant id → what its schema_info says (set from the applied
+        #: root template on first use); backup path → that state when it was taken.
+        self.schemas: dict[str, MigrationState] = {}
+        self.snapshots: dict[Path, MigrationState] = {}
+        #: Labels of migration steps (``v1.1-v1.2 up``) that fail when applied.
+        self.failing_steps: set[str] = set()
+        #: False makes a failing step leave the schema half-changed (``dirty``), like MySQL.
+        self.transactional_ddl = True
+        #: tenants whose schema a failed non-transactional step left half-changed
+        self.dirty: set[str] = set()
         #: what ``probe`` answers (seconds) when it does not fail
         self.probe_seconds = 0.001
         #: tenant id → endpoint its last successful ``probe`` reached
@@ -574,6 +589,8 @@ class FakeEngine:
             raise BackupError(f"fake dump of {target.tenant_id} produced no valid archive")
         await asyncio.to_thread(partial.chmod, 0o600)
         await asyncio.to_thread(partial.replace, dest)
+        with contextlib.suppress(MigrationError):  # no schema yet: nothing to snapshot
+            self.snapshots[dest] = self._schema(target.tenant_id)
         return BackupResult(dest, size, hashlib.sha256(data).hexdigest(), "pg_dump-custom")
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
@@ -588,6 +605,8 @@ class FakeEngine:
         if code != 0:
             raise BackupError(f"fake restore into {target.tenant_id} failed: {output[-300:]}")
         self.restored.append((target.tenant_id, source))
+        if source in self.snapshots:
+            self.schemas[target.tenant_id] = self.snapshots[source]
 
     async def row_counts(self, target: TenantTarget) -> dict[str, int]:
         """``rows[tenant_id]`` (empty by default)."""
@@ -598,6 +617,73 @@ class FakeEngine:
         """``warnings`` (empty by default)."""
         await self._enter("template_warnings", target.tenant_id)
         return list(self.warnings)
+
+    # ------------------------------------------------------------ migrations
+
+    def _schema(self, tenant_id: str) -> MigrationState:
+        if tenant_id not in self.schemas:
+            if tenant_id not in self.applied:
+                raise MigrationError(f"fake tenant {tenant_id} has no schema")
+            self.schemas[tenant_id] = MigrationState(self.applied[tenant_id].root.version)
+        return self.schemas[tenant_id]
+
+    async def migration_state(self, target: TenantTarget) -> MigrationState:
+        """The tenant's fake ``schema_info``: its root template version and applied steps."""
+        await self._enter("migration_state", target.tenant_id)
+        return self._schema(target.tenant_id)
+
+    async def apply_migration_step(
+        self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float,  # noqa: ARG002
+    ) -> AppliedMigration:
+        """Like the real engine: conflicts refused, a repeated last step skipped, and
+        ``failing_steps`` fail (leaving the tenant ``dirty`` without transactional DDL)."""
+        tenant_id = target.tenant_id
+        await self._enter("apply_migration_step", tenant_id)
+        state = self._schema(tenant_id)
+        last = state.applied[-1] if state.applied else None
+        if (last is not None and last.record_name == script.record_name
+                and last.version == script.to_version):
+            return last
+        if state.current_version != script.from_version:
+            raise MigrationConflict(
+                f"fake tenant {tenant_id} is at {state.current_version}, "
+                f"{script.label} starts from {script.from_version}"
+            )
+        if script.label in self.failing_steps:
+            if not self.transactional_ddl:
+                self.dirty.add(tenant_id)
+            raise MigrationError(f"fake step {script.label} failed on {tenant_id}")
+        applied = AppliedMigration(script.step, script.direction, script.to_version,
+                                   script.checksum, datetime.now(UTC), 1)
+        kept = tuple(a for a in state.applied
+                     if (a.record_name, a.version) != (applied.record_name, applied.version))
+        self.schemas[tenant_id] = MigrationState(state.root_version, (*kept, applied))
+        return applied
+
+    async def realign_migration_checksum(
+        self, target: TenantTarget, applied: AppliedMigration, checksum: str
+    ) -> None:
+        """Replace the checksum recorded for one applied step."""
+        await self._enter("realign_migration_checksum", target.tenant_id)
+        state = self._schema(target.tenant_id)
+        self.schemas[target.tenant_id] = MigrationState(state.root_version, tuple(
+            replace(a, checksum=checksum)
+            if (a.record_name, a.version) == (applied.record_name, applied.version) else a
+            for a in state.applied
+        ))
+
+    async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
+        """A stand-in catalogue: the version the schema is at, and whether it is half-changed."""
+        await self._enter("schema_catalogue", target.tenant_id)
+        return {"version": self._schema(target.tenant_id).current_version,
+                "dirty": target.tenant_id in self.dirty}
+
+    async def drop_database(self, target: TenantTarget) -> None:
+        """Forget the tenant's schema (``restore`` brings back a snapshot)."""
+        await self._enter("drop_database", target.tenant_id)
+        self.schemas.pop(target.tenant_id, None)
+        self.applied.pop(target.tenant_id, None)
+        self.dirty.discard(target.tenant_id)
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``postgresql://user:password@host:port/database``."""
@@ -671,4 +757,5 @@ def _check_protocols(runtime: InMemoryRuntime, engine: FakeEngine) -> None:
     """Never called: lets mypy prove the fakes satisfy the protocols they stand in for."""
     _runtime: Runtime = runtime
     _driver: EngineDriver = engine
-    del _runtime, _driver
+    _hooks: MigrationHooks = engine
+    del _runtime, _driver, _hooks

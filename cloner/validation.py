@@ -130,9 +130,11 @@ async def _apply_on_scratch(
     try:
         await runtime.ensure_network(app.settings.tenant_network)
         info = await runtime.ensure_container(spec)
-        endpoint = Endpoint(host=app.settings.bind_host, port=info.host_port, database="postgres")
+        # The scratch server's own database name: wait_ready only needs the server.
+        scratch_db = driver.database_name(scratch_id)
+        endpoint = Endpoint(host=app.settings.bind_host, port=info.host_port, database=scratch_db)
         await driver.wait_ready(
-            TenantTarget(scratch_id, "postgres", endpoint, creds), app.settings.ready_timeout_s
+            TenantTarget(scratch_id, scratch_db, endpoint, creds), app.settings.ready_timeout_s
         )
         seen_warnings: set[str] = set()
         for index, (label, _ver, _industry, resolved) in enumerate(combos):

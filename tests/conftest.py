@@ -46,6 +46,7 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": data_dir,
         "postgres_image": os.environ.get("CLONER_TEST_POSTGRES_IMAGE", "postgres:15"),
+        "mysql_image": os.environ.get("CLONER_TEST_MYSQL_IMAGE", "mariadb:10.11"),
         "log_level": "debug",
         "log_format": "json",
     }

@@ -3,7 +3,7 @@
 Layout::
 
     templates/<engine>/versions.json           {"versions": {"v1.0": {"files": {name: sha256}}}}
-    templates/<engine>/<version>/schema.sql    (schema.json for document engines)
+    templates/<engine>/<version>/schema.sql    (root.json for mongodb)
     industry_templates/industries.json         {"industries": {name: {"files": {file: sha256}}}}
     industry_templates/<industry>/<engine>.sql
 
@@ -23,7 +23,7 @@ from cloner.domain import Engine, Industry, validate_version
 from cloner.errors import TemplateError, TemplateNotFound
 
 ROOT_FILES = {"postgres": "schema.sql", "mysql": "schema.sql", "sqlite": "schema.sql",
-              "mongodb": "schema.json"}
+              "mongodb": "root.json"}
 OVERLAY_SUFFIX = {"postgres": "sql", "mysql": "sql", "sqlite": "sql", "mongodb": "json"}
 
 

@@ -75,3 +75,12 @@ def lint_sql(sql: str) -> list[str]:
     if not body.strip():
         errors.append("template is empty")
     return errors
+
+
+def lint_template(engine: str, text: str) -> list[str]:
+    """Errors in one template file of ``engine``: JSON templates for mongodb, SQL otherwise."""
+    if engine == "mongodb":
+        from cloner.catalog.mongo_template import lint_mongo_template
+
+        return lint_mongo_template(text)
+    return lint_sql(text)

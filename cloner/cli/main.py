@@ -123,10 +123,11 @@ def images_ensure(engine_name: str | None, as_json: bool) -> None:
                 outcome = await ensure_image(
                     app.runtime, engine, settings.image_for(engine.value),
                     pull_timeout_s=settings.image_pull_timeout_s,
-                    work_dir=settings.data_dir / "build",
+                    work_dir=settings.data_dir / "build", skip_unbuildable=engine_name is None,
                 )
                 results.append({"engine": outcome.engine, "image": outcome.image,
-                                "action": outcome.action, "seconds": round(outcome.seconds, 1)})
+                                "action": outcome.action, "seconds": round(outcome.seconds, 1),
+                                "note": outcome.note})
             return results
 
     results = _run(run)
@@ -135,6 +136,8 @@ def images_ensure(engine_name: str | None, as_json: bool) -> None:
     else:
         for r in results:
             click.echo(f"{r['engine']:<10} {r['image']:<30} {r['action']:<8} {r['seconds']}s")
+            if r["note"]:
+                click.echo(f"cloner: note: {r['note']}", err=True)
 
 
 # ----------------------------------------------------------------- tenants
@@ -605,6 +608,13 @@ def template_validate(engine_name: str | None, template_version: str | None,
             click.echo(f"error    {line}")
     if not report.ok:
         _fail(f"{len(report.errors)} template error(s)", 1)
+
+
+# ----------------------------------------------------------------- migrate
+
+from cloner.cli.migrate import migrate  # noqa: E402 - its commands use the helpers above
+
+cli.add_command(migrate)
 
 
 def main() -> None:

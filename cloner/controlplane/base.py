@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cloner.controlplane.migrations import MigrationRegistry
 from cloner.domain import (
     Endpoint,
     IsolationReport,
@@ -57,6 +58,10 @@ class TenantUpdate:
 
 class ControlPlane(Protocol):
     """Queue + registry. Every state change is one transaction."""
+
+    @property
+    def migrations(self) -> MigrationRegistry:
+        """Schema-migration records (``cloner.controlplane.migrations``)."""
 
     async def open(self) -> None:
         """Connect and migrate the schema."""

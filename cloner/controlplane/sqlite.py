@@ -18,11 +18,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from cloner.controlplane.base import QueueStats, TenantUpdate
+from cloner.controlplane.migrations import previous_versions
 from cloner.domain import (
     RECREATABLE,
     Endpoint,
@@ -45,6 +46,9 @@ from cloner.errors import (
     UserNotFound,
 )
 from cloner.users import User, UserRole, normalize_email, parse_role
+
+if TYPE_CHECKING:
+    from cloner.controlplane.sqlite_migrations import SQLiteMigrationRegistry
 
 BUSY_TIMEOUT_MS = 5000
 #: Payload keys copied into the ``<kind>_requested`` event: who asked, and for what.
@@ -121,6 +125,13 @@ class SQLiteControlPlane:
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
+
+    @property
+    def migrations(self) -> SQLiteMigrationRegistry:
+        """Schema-migration records: rollouts, tenant outcomes, applied steps."""
+        from cloner.controlplane.sqlite_migrations import SQLiteMigrationRegistry
+
+        return SQLiteMigrationRegistry(self)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -533,6 +544,11 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
         request_id=row["request_id"],
         backup=_loads(row["backup"]),
         has_credentials=row["credentials"] is not None,
+        # Absent only on a file opened with migrations held back (the migration tests).
+        previous_versions=previous_versions(
+            row["previous_versions"] if "previous_versions" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row has no __contains__ for names
+            row["request_id"],
+        ),
     )
 
 

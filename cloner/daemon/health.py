@@ -45,7 +45,8 @@ from cloner.runtime.base import ContainerStats
 
 log = get_logger(__name__)
 
-#: States the monitor watches (and exports gauges for).
+#: States the monitor watches (and exports gauges for). Not MIGRATING: a rollout owns
+#: the tenant then, and a probe failing on its locks must not degrade it.
 WATCHED = frozenset({Status.READY, Status.DEGRADED})
 #: Probe deadline: well under the interval, long enough for a busy server to accept.
 PROBE_TIMEOUT_S = 5.0

@@ -225,7 +225,9 @@ def orphan_reason(
         return "tenant purged"
     if status is Status.DEPROVISIONED:
         return "tenant deprovisioned" if resource.kind == "container" else None
-    return None  # DEPROVISIONING: the retried delete still needs the container for its backup
+    # DEPROVISIONING: the retried delete still needs the container for its backup.
+    # MIGRATING: a rollout owns it (or the next one adopts it); never an orphan.
+    return None
 
 
 class Reconciler:
@@ -580,7 +582,9 @@ class Reconciler:
         if expected_image is not None and container.image != expected_image:
             found.append(f"image {container.image} (configured {expected_image})")
         version = container.labels.get(constants.LABEL_TEMPLATE_VERSION)
-        if version != tenant.template_version:
+        # A container keeps the label it was created with; schema migrations move the
+        # registry's version on, so the versions it was migrated from are no drift.
+        if version != tenant.template_version and version not in tenant.previous_versions:
             found.append(f"template version {version} (registry {tenant.template_version})")
         for what in found:
             self._act(actions, "drift", tenant.tenant_id, container.name, what,

@@ -23,6 +23,7 @@ from cloner.daemon.reconciler import Reconciler
 from cloner.daemon.worker import Worker
 from cloner.errors import RuntimeUnavailable
 from cloner.logging import get_logger
+from cloner.migrations.status import sync_migration_metrics
 from cloner.settings import Settings
 
 log = get_logger(__name__)
@@ -38,6 +39,7 @@ async def refresh_gauges(app: App) -> None:
     app.metrics.queue_depth.labels(state="running").set(stats.running)
     app.metrics.queue_oldest_age.set(stats.oldest_queued_age_s or 0.0)
     app.metrics.set_tenant_counts(await app.control_plane.tenant_counts())
+    await sync_migration_metrics(app.control_plane, app.metrics)
 
 
 class Daemon:

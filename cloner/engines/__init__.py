@@ -9,12 +9,16 @@ from cloner.engines.base import (
     Placement,
     TenantTarget,
 )
+from cloner.engines.mongodb import MongoEngine
+from cloner.engines.mysql import MysqlEngine
 from cloner.engines.postgres import PostgresEngine
 from cloner.engines.sqlite import SqliteEngine
 from cloner.errors import InvalidInput
 
 _DRIVERS: dict[Engine, EngineDriver] = {
     Engine.POSTGRES: PostgresEngine(),
+    Engine.MONGODB: MongoEngine(),
+    Engine.MYSQL: MysqlEngine(),
     Engine.SQLITE: SqliteEngine(),
 }
 

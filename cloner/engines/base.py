@@ -14,9 +14,11 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from cloner import constants
 from cloner.catalog import ResolvedTemplates
+from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import CheckResult, Credentials, Endpoint, Engine
 from cloner.runtime.base import ContainerSpec, Runtime
 
@@ -79,6 +81,8 @@ class ContainerDefaults:
     pids_limit: int
     shm_size_bytes: int
     connection_limit: int
+    #: ``Settings.mysql_innodb_buffer_pool_mb``; only the mysql engine reads it.
+    mysql_innodb_buffer_pool_mb: int = constants.MYSQL_INNODB_BUFFER_POOL_MB
 
 
 class EngineDriver(Protocol):
@@ -88,6 +92,8 @@ class EngineDriver(Protocol):
     placement: Placement
     #: The logins ``apply_rbac`` creates (empty for an engine without logins).
     roles: tuple[str, ...]
+    #: The server's administrative login, whose password cloner alone holds.
+    superuser: str
     container_port: int
     #: Client-library errors that mean "not yet" (server settling, connection
     #: refused, too many connections): the pipeline retries them.
@@ -141,3 +147,52 @@ class EngineDriver(Protocol):
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """A connection string for applications."""
+
+
+class MigrationHooks(Protocol):
+    """Schema-migration hooks (``cloner migrate``), next to ``EngineDriver``.
+
+    A separate protocol so an engine gains fleet migrations when it implements
+    these, without every engine having to at once; ``cloner.migrations`` asks
+    for them with ``migration_hooks(driver)``. The tenant database is the
+    source of truth for its own version: each step is recorded inside it, in
+    the same transaction as the step where the engine allows.
+
+    ``transactional_ddl`` says whether a step is all or nothing. When it is
+    False (MySQL/MariaDB commit every DDL statement on their own), a step that
+    fails part-way leaves the schema between two versions and the down steps,
+    written for a complete up step, cannot be trusted: the rollout then
+    restores the tenant from the backup it took before migrating instead
+    (``drop_database`` + ``restore`` + ``apply_rbac``). The step is recorded
+    only after it has fully run, so an interrupted step is never taken for an
+    applied one.
+    """
+
+    transactional_ddl: bool
+
+    async def migration_state(self, target: TenantTarget) -> MigrationState:
+        """Root version and applied steps, as recorded inside the tenant database."""
+
+    async def apply_migration_step(
+        self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float
+    ) -> AppliedMigration:
+        """Run one step (in a transaction where the engine allows) and record it.
+
+        Refuses (``MigrationConflict``) unless the database is at the step's
+        source version; a step already recorded as the last one applied is not
+        run again (a rollout resumed after a crash). Waits at most
+        ``lock_timeout_s`` for locks held by application sessions.
+        """
+
+    async def realign_migration_checksum(
+        self, target: TenantTarget, applied: AppliedMigration, checksum: str
+    ) -> None:
+        """Record ``checksum`` for an applied step (``cloner migrate repair``)."""
+
+    async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
+        """The schema as data (tables, columns, types, nullability, defaults, constraints,
+        indexes, privileges by role kind), JSON-serialisable and order-stable, so two
+        databases can be compared for equality."""
+
+    async def drop_database(self, target: TenantTarget) -> None:
+        """Drop the tenant database (before ``restore`` puts a backup back in its place)."""

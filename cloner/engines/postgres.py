@@ -16,12 +16,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 
 from cloner.catalog import ResolvedTemplates
+from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import CheckResult, Credentials, Endpoint, Engine, sql_identifier
+from cloner.engines import postgres_migrations as pg_migrations
 from cloner.engines.base import (
     BackupResult,
     ContainerDefaults,
@@ -62,6 +65,7 @@ class PostgresEngine:
     engine = Engine.POSTGRES
     placement = Placement.CONTAINER
     roles: tuple[str, ...] = TENANT_ROLES
+    superuser = "postgres"
     container_port = 5432
     transient_errors: tuple[type[BaseException], ...] = (
         asyncpg.CannotConnectNowError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
@@ -526,8 +530,13 @@ class PostgresEngine:
     async def _restorable_entries(runtime: Runtime, container: str, archive: Path) -> int:
         """Read the archive back with ``pg_restore --list``: a backup nobody can restore
         is no backup. Returns the number of table-data entries it lists."""
+        # `pg_restore --list` stops reading once it has the table of contents (the start
+        # of the archive); the rest is drained so that uploading a large archive through
+        # stdin does not fail with a broken pipe. The exit code stays pg_restore's.
         code, listing = await runtime.exec_with_stdin(
-            container, ["pg_restore", "--list"], archive, user=POSTGRES_UID
+            container,
+            ["sh", "-c", "pg_restore --list; rc=$?; cat >/dev/null; exit $rc"],
+            archive, user=POSTGRES_UID,
         )
         entries = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
         if code != 0 or entries == 0:
@@ -610,6 +619,50 @@ class PostgresEngine:
             for r in columns if _looks_like_plaintext_secret(r["column_name"])
         ]
         return warnings
+
+    # ------------------------------------------------------------- migrations
+    # MigrationHooks (cloner.engines.base); the SQL lives in engines/postgres_migrations.py.
+
+    #: PostgreSQL DDL is transactional: a step that fails leaves nothing behind.
+    transactional_ddl = True
+
+    async def migration_state(self, target: TenantTarget) -> MigrationState:
+        """Root version and applied steps from the tenant's ``schema_info``."""
+        async with self._session(target) as conn:
+            return await pg_migrations.read_state(conn, target.tenant_id)
+
+    async def apply_migration_step(
+        self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float
+    ) -> AppliedMigration:
+        """One step in one transaction as the owner role, recorded in ``schema_info``."""
+        sql = await asyncio.to_thread(script.read)
+        owner = target.credentials.roles["owner"].username
+        async with self._session(target) as conn:
+            return await pg_migrations.apply_step(
+                conn, target.tenant_id, owner, script=script, sql=sql,
+                lock_timeout_s=lock_timeout_s,
+            )
+
+    async def realign_migration_checksum(
+        self, target: TenantTarget, applied: AppliedMigration, checksum: str
+    ) -> None:
+        """Record ``checksum`` for an applied step (``migrate repair``)."""
+        async with self._session(target) as conn:
+            await pg_migrations.realign(conn, target.tenant_id, applied, checksum)
+
+    async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
+        """Tables, columns, constraints, indexes, sequences, privileges by role kind."""
+        kinds = {cred.username: role for role, cred in target.credentials.roles.items()}
+        kinds[target.credentials.superuser.username] = "superuser"
+        async with self._session(target) as conn:
+            return await pg_migrations.catalogue(conn, kinds)
+
+    async def drop_database(self, target: TenantTarget) -> None:
+        """``DROP DATABASE … WITH (FORCE)``: sessions still connected are ended first."""
+        async with self._session(target, database="postgres") as conn:
+            await conn.execute(
+                f"DROP DATABASE IF EXISTS {quote_ident(target.database)} WITH (FORCE)"
+            )
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``postgresql://user:password@host:port/database``."""

@@ -56,6 +56,7 @@ class SqliteEngine:
     engine = Engine.SQLITE
     placement = Placement.EMBEDDED
     roles: tuple[str, ...] = ()
+    superuser = ""  # no logins
     container_port = 0
     transient_errors: tuple[type[BaseException], ...] = ()
 

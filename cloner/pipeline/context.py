@@ -41,6 +41,7 @@ class Services:
             memory_limit_bytes=s.tenant_memory_limit_bytes, nano_cpus=s.tenant_nano_cpus,
             pids_limit=s.tenant_pids_limit, shm_size_bytes=s.tenant_shm_size_bytes,
             connection_limit=s.tenant_connection_limit,
+            mysql_innodb_buffer_pool_mb=s.mysql_innodb_buffer_pool_mb,
         )
 
     def host(self, driver: EngineDriver) -> TenantHost:

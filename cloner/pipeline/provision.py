@@ -223,13 +223,14 @@ class Provisioner:
         run.storage_root = self.s.storage_root(run.engine)
 
     async def _reserve(self, run: ProvisionRun) -> None:
+        assert run.engine is not None
         creds = await self.s.credentials(run.tenant_id)
         update = TenantUpdate(status=Status.PROVISIONING, attempts=run.request.attempts,
                               error=None)
         if creds is None:
             # Secrets are generated once per request and stored before any container
             # exists, so a crash after `start` resumes with the same passwords.
-            creds = generate_credentials(sql_identifier(run.tenant_id))
+            creds = generate_credentials(sql_identifier(run.tenant_id), run.engine.superuser)
             update = TenantUpdate(
                 status=Status.PROVISIONING, attempts=run.request.attempts, error=None,
                 credentials_token=self.s.vault.seal_credentials(creds),

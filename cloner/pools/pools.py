@@ -454,6 +454,12 @@ class TenantPools:
 
 def _target(tenant: Tenant, creds: Credentials | None, role: str) -> _Target:
     tenant_id = tenant.tenant_id
+    if tenant.status is Status.MIGRATING:
+        raise TenantUnavailable(
+            tenant_id, f"tenant {tenant_id!r} is migrating to a new schema version "
+            f"(from {tenant.template_version}); connections are refused until the migration "
+            "has finished: retry shortly",
+        )
     if tenant.status is not Status.READY:
         raise TenantUnavailable(
             tenant_id, f"tenant {tenant_id!r} is {tenant.status.value}, not ready"

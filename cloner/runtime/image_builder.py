@@ -198,8 +198,79 @@ POSTGRES_RECIPE = EngineRecipe(
     ),
 )
 
+#: Written into the MariaDB image: where things live and how the server talks.
+#: Sizing (buffer pool, caches, connections) is not here: cloner passes it on
+#: the command line, so the official image gets exactly the same.
+_MARIADB_CNF = """\
+# cloner offline image: container defaults (the official image's are the same).
+[mariadbd]
+datadir = /var/lib/mysql
+socket = /run/mysqld/mysqld.sock
+pid-file = /run/mysqld/mysqld.pid
+tmpdir = /tmp
+bind-address = 0.0.0.0
+# Accounts are matched by address; a reverse DNS lookup per connection only
+# adds latency (and a stall when there is no resolver).
+skip-name-resolve
+character-set-server = utf8mb4
+collation-server = utf8mb4_unicode_ci
+"""
+
+MYSQL_RECIPE = EngineRecipe(
+    engine="mysql",
+    # The server binary and its system-table SQL (mariadb-server-core) plus
+    # the client programs, mariadb-dump among them (mariadb-client). The
+    # `mariadb-server` package adds galera, rsync, socat and SysV scripts a
+    # container never runs. xz-utils and zstd: the official contract runs
+    # *.sql.xz and *.sql.zst init scripts.
+    packages=("mariadb-server-core", "mariadb-client", "xz-utils", "zstd"),
+    user="mysql",
+    uid=999,
+    gid=999,
+    home="/var/lib/mysql",
+    entrypoint="entrypoint.sh",
+    dirs=(
+        OwnedDir("/var/lib/mysql", 999, 999, 0o755),
+        OwnedDir("/etc/mysql/conf.d", 0, 0, 0o755),
+        # Usually a tmpfs at run time (root-owned, with this mode): world-
+        # writable and sticky so uid 999 can create its socket there.
+        OwnedDir("/run/mysqld", 999, 999, 0o1777),
+        OwnedDir("/docker-entrypoint-initdb.d", 0, 0, 0o755),
+    ),
+    preseed_files=(("/etc/mysql/mariadb.conf.d/50-cloner.cnf", _MARIADB_CNF),),
+    # Each client program links the client library statically (about 5 MB
+    # apiece); a tenant server needs mariadb, mariadb-dump and mariadb-admin.
+    # mariadb-check and mariadb-upgrade stay for an operator's upgrade.
+    path_excludes=tuple(
+        f"/usr/bin/{name}"
+        for name in (
+            "mariadb-binlog", "mysqlbinlog", "mariadb-slap", "mysqlslap",
+            "mariadb-import", "mysqlimport", "mariadb-show", "mysqlshow",
+            "mariadb-conv", "mariadb-plugin", "mysql_plugin",
+            "mariadb-tzinfo-to-sql", "mysql_tzinfo_to_sql", "perror", "innochecksum",
+        )
+    ),
+    smoke_test=(
+        "sh",
+        "-ec",
+        "mariadbd --version >/dev/null && mariadb --version >/dev/null && "
+        "mariadb-dump --version >/dev/null && mariadb-admin --version >/dev/null && "
+        "for f in mysql_system_tables mysql_performance_tables mysql_system_tables_data "
+        'maria_add_gis_sp_bootstrap; do test -s "/usr/share/mysql/$f.sql"; done',
+    ),
+    changes=(
+        'CMD ["mariadbd"]',
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        "EXPOSE 3306",
+    ),
+)
+
 #: Engines that can be built offline, by cloner engine name.
-RECIPES: Mapping[str, EngineRecipe] = {POSTGRES_RECIPE.engine: POSTGRES_RECIPE}
+RECIPES: Mapping[str, EngineRecipe] = {
+    POSTGRES_RECIPE.engine: POSTGRES_RECIPE,
+    MYSQL_RECIPE.engine: MYSQL_RECIPE,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,10 @@ from cloner.runtime.docker import DockerRuntime
 log = get_logger(__name__)
 
 #: Engines that run in a container (sqlite does not).
-CONTAINER_ENGINES = (Engine.POSTGRES,)
+CONTAINER_ENGINES = (Engine.POSTGRES, Engine.MYSQL, Engine.MONGODB)
+#: Container engines without an offline recipe (Debian ships no such server), with the
+#: setting that names their image: used when present or pullable, never built.
+NO_OFFLINE_RECIPE: dict[Engine, str] = {Engine.MONGODB: "CLONER_MONGO_IMAGE"}
 
 _build_lock = asyncio.Lock()
 
@@ -34,15 +37,22 @@ class ImageOutcome:
 
     engine: str
     image: str
-    action: str  # present | pulled | built
+    action: str  # present | pulled | built | skipped
     seconds: float
+    #: Why an engine was skipped (one line), else None.
+    note: str | None = None
 
 
 async def ensure_image(
     runtime: DockerRuntime, engine: Engine, image: str, *, pull_timeout_s: float,
-    work_dir: Path,
+    work_dir: Path, skip_unbuildable: bool = False,
 ) -> ImageOutcome:
-    """Make ``image`` present for ``engine``; raise ``ImageError`` if impossible."""
+    """Make ``image`` present for ``engine``; raise ``ImageError`` if impossible.
+
+    An engine in ``NO_OFFLINE_RECIPE`` whose image is neither present nor
+    pullable is an error, or, with ``skip_unbuildable`` (``ensure`` without
+    ``--engine``), an outcome ``skipped`` whose note says what to do.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     if await runtime.image_exists(image):
@@ -51,6 +61,16 @@ async def ensure_image(
         await runtime.pull(image, pull_timeout_s)
         return ImageOutcome(engine.value, image, "pulled", loop.time() - started)
     except ImageError as exc:
+        if engine in NO_OFFLINE_RECIPE:
+            log.info("images.pull_failed_no_offline_recipe", image=image, error=exc.message)
+            message = (
+                f"no offline recipe for {engine.value}: Debian ships no {engine.value} server "
+                f"and {image} is neither present nor pullable; 'docker load' an image and name "
+                f"it with {NO_OFFLINE_RECIPE[engine]}"
+            )
+            if not skip_unbuildable:
+                raise ImageError(message) from exc
+            return ImageOutcome(engine.value, image, "skipped", loop.time() - started, message)
         log.info("images.pull_failed_building_offline", image=image, error=exc.message)
     from cloner.runtime.image_builder import ImageBuildError, build_offline_image
 

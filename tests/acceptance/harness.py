@@ -56,6 +56,8 @@ class Cloner:
         })
         if image := os.environ.get("CLONER_TEST_POSTGRES_IMAGE"):
             env["CLONER_POSTGRES_IMAGE"] = image
+        if image := os.environ.get("CLONER_TEST_MYSQL_IMAGE"):
+            env["CLONER_MYSQL_IMAGE"] = image
         self.env = env
         #: Every CLI stdout/stderr of the test, except those run with ``secret=True``.
         self.outputs: list[str] = []

@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
+import aiomysql
 import asyncpg
+import pymysql
 import pytest
 
 from cloner.app import App
-from cloner.domain import Status
+from cloner.domain import Endpoint, Status
 from cloner.engines import TenantTarget
 from cloner.tenants import TenantService
 from tests.conftest import make_settings, remove_owned, require_docker
@@ -130,7 +132,61 @@ class SqliteClient:
         return mine.stat().st_ino != theirs.stat().st_ino and mine.parent != theirs.parent
 
 
-CLIENTS: dict[str, Client] = {"postgres": PostgresClient(), "sqlite": SqliteClient()}
+class MysqlClient:
+    """aiomysql, as the tenant's accounts."""
+
+    @staticmethod
+    async def _connect(target: TenantTarget, role: str, *, endpoint: Endpoint | None = None,
+                       database: str | None = None) -> aiomysql.Connection:
+        cred = target.credentials.roles[role]
+        where = endpoint or target.endpoint
+        return await aiomysql.connect(host=where.host, port=where.port, user=cred.username,
+                                      password=cred.password, db=database or target.database,
+                                      autocommit=True, connect_timeout=5)
+
+    async def add_customers(self, target: TenantTarget, count: int) -> None:
+        conn = await self._connect(target, "app")
+        try:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO customers (name, email) VALUES (%s, %s)",
+                    [(f"c{i}", f"c{i}@parity.example") for i in range(count)],
+                )
+        finally:
+            conn.close()
+
+    async def count_customers(self, target: TenantTarget, role: str) -> int:
+        conn = await self._connect(target, role)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT COUNT(*) FROM customers")
+                return int((await cur.fetchone())[0])
+        finally:
+            conn.close()
+
+    async def readonly_write_refused(self, target: TenantTarget) -> bool:
+        conn = await self._connect(target, "readonly")
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("INSERT INTO customers (name) VALUES ('nope')")
+        except pymysql.err.OperationalError as exc:
+            return bool(exc.args[0] == 1142)  # INSERT command denied
+        finally:
+            conn.close()
+        return False
+
+    async def refused_elsewhere(self, target: TenantTarget, other: TenantTarget) -> bool:
+        try:
+            conn = await self._connect(target, "app", endpoint=other.endpoint,
+                                       database=other.database)
+        except pymysql.err.OperationalError as exc:
+            return bool(exc.args[0] == 1045)  # access denied: no such login there
+        conn.close()
+        return False
+
+
+CLIENTS: dict[str, Client] = {"postgres": PostgresClient(), "sqlite": SqliteClient(),
+                              "mysql": MysqlClient()}
 NEEDS_DOCKER = {"postgres", "mysql", "mongodb"}
 
 

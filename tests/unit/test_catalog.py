@@ -35,9 +35,9 @@ def catalog(tmp_path: Path) -> Catalog:
 
 
 def test_postgres_versions_are_listed_oldest_first(catalog: Catalog) -> None:
-    """The shipped postgres root template has v1.0 and v1.1, in that order."""
-    assert catalog.versions("postgres") == ["v1.0", "v1.1"]
-    assert catalog.latest_version("postgres") == "v1.1"
+    """The shipped postgres root template has v1.0, v1.1 and v1.2, in that order."""
+    assert catalog.versions("postgres") == ["v1.0", "v1.1", "v1.2"]
+    assert catalog.latest_version("postgres") == "v1.2"
 
 
 def test_versions_sort_numerically_not_lexically(catalog: Catalog) -> None:
@@ -48,20 +48,21 @@ def test_versions_sort_numerically_not_lexically(catalog: Catalog) -> None:
     manifest["versions"]["v1.9"] = v11
     manifest["versions"]["v1.10"] = v11
     manifest_path.write_text(json.dumps(manifest))
-    assert catalog.versions("postgres") == ["v1.0", "v1.1", "v1.9", "v1.10"]
+    assert catalog.versions("postgres") == ["v1.0", "v1.1", "v1.2", "v1.9", "v1.10"]
     assert catalog.latest_version("postgres") == "v1.10"
 
 
 def test_engines_and_overlays(catalog: Catalog) -> None:
-    """Only postgres ships templates, with an overlay for each real industry."""
-    assert catalog.engines() == ["postgres"]
-    assert catalog.overlays_for("postgres") == ["finance", "healthcare", "technology"]
+    """postgres and mongodb ship templates, each with an overlay for each real industry."""
+    assert {"postgres", "mongodb"} <= set(catalog.engines())
+    for engine in ("postgres", "mongodb"):
+        assert catalog.overlays_for(engine) == ["finance", "healthcare", "technology"]
 
 
 def test_list_versions_reports_recorded_checksums(catalog: Catalog) -> None:
     """`template list` data carries each version's root checksum, matching the file."""
-    infos = catalog.list_versions()
-    assert [(i.engine, i.version) for i in infos] == [("postgres", "v1.0"), ("postgres", "v1.1")]
+    infos = [i for i in catalog.list_versions() if i.engine == "postgres"]
+    assert [i.version for i in infos] == ["v1.0", "v1.1", "v1.2"]
     for info in infos:
         path = catalog.templates_dir / "postgres" / info.version / "schema.sql"
         assert info.checksum == _sha256(path)
@@ -144,7 +145,8 @@ def test_missing_root_file_raises_template_error(catalog: Catalog) -> None:
 
 
 def test_engine_without_templates_raises_template_not_found(catalog: Catalog) -> None:
-    """mysql ships no templates: versions and resolve raise TemplateNotFound."""
+    """An engine without templates: versions and resolve raise TemplateNotFound."""
+    shutil.rmtree(catalog.templates_dir / "mysql")
     with pytest.raises(TemplateNotFound):
         catalog.versions("mysql")
     with pytest.raises(TemplateNotFound):
@@ -155,6 +157,10 @@ def test_engine_without_templates_raises_template_not_found(catalog: Catalog) ->
 
 def test_overlay_missing_for_engine_raises_template_not_found(catalog: Catalog) -> None:
     """An industry without an overlay for the engine raises TemplateNotFound naming both."""
+    manifest_path = catalog.industry_dir / "industries.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["industries"]["finance"]["files"]["mysql.sql"]
+    manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TemplateNotFound) as info:
         catalog.overlay("mysql", Industry.FINANCE, "v1.0")
     assert "finance" in str(info.value)

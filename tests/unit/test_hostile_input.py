@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from cloner.app import App
+from cloner.catalog.catalog import OVERLAY_SUFFIX
 from cloner.daemon.http import build_http_app
 from cloner.daemon.worker import drain_until_done
 from cloner.domain import Request, Status
@@ -84,7 +85,8 @@ def is_valid_create(tenant_id: object, engine: object, industry: object,
         return False
     if not (isinstance(industry, str) and industry in INDUSTRIES):
         return False
-    if industry != "none" and f"{engine}.sql" not in OVERLAYS.get(industry, frozenset()):
+    overlay = f"{engine}.{OVERLAY_SUFFIX[engine]}"  # mongodb overlays are .json
+    if industry != "none" and overlay not in OVERLAYS.get(industry, frozenset()):
         return False
     if version is None or version == "":
         return True

@@ -20,6 +20,7 @@ from cloner.secrets import (
     generate_credentials,
     generate_password,
     read_or_create,
+    role_usernames,
     scram_sha256_verifier,
     write_private_file,
 )
@@ -60,6 +61,16 @@ def test_generate_credentials_derives_role_names_and_distinct_passwords() -> Non
     secrets = creds.all_secrets()
     assert len(secrets) == 5
     assert len(set(secrets)) == 5
+
+
+def test_role_names_never_take_postgres_reserved_prefix() -> None:
+    """Tenant ``pg-shop`` is valid; its roles must not be named ``pg_…`` (reserved)."""
+    creds = generate_credentials("pg_shop", superuser="root")
+    assert creds.superuser.username == "root"
+    assert {c.username for c in creds.roles.values()} == {
+        "t_pg_shop_owner", "t_pg_shop_app", "t_pg_shop_readonly",
+    }
+    assert role_usernames("pgshop")["owner"] == "pgshop_owner"  # only the ``pg_`` prefix
 
 
 # ------------------------------------------------------------------- vault

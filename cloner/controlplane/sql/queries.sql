@@ -131,3 +131,74 @@ SELECT * FROM users ORDER BY tenant_id, email;
 
 -- name: list_users_of_tenant
 SELECT * FROM users WHERE tenant_id = :tenant_id ORDER BY email;
+
+-- name: insert_rollout
+INSERT INTO rollouts (id, engine, target_version, status, actor, options, plan, heartbeat_at,
+                      started_at)
+VALUES (:id, :engine, :target_version, 'running', :actor, :options, :plan, :heartbeat_at, :now);
+
+-- name: running_rollouts
+SELECT * FROM rollouts WHERE status = 'running' ORDER BY started_at;
+
+-- name: interrupt_rollout
+-- A rollout whose process died (stale heartbeat) is closed by the next one.
+UPDATE rollouts SET status = 'interrupted', finished_at = :now,
+       error = 'heartbeat stopped: the process running it died or was killed'
+ WHERE id = :id AND status = 'running';
+
+-- name: heartbeat_rollout
+UPDATE rollouts SET heartbeat_at = :heartbeat_at WHERE id = :id AND status = 'running';
+
+-- name: finish_rollout
+UPDATE rollouts SET status = :status, summary = :summary, error = :error, finished_at = :now
+ WHERE id = :id;
+
+-- name: get_rollout
+SELECT * FROM rollouts WHERE id = :id;
+
+-- name: last_rollout
+SELECT * FROM rollouts ORDER BY started_at DESC, rowid DESC LIMIT 1;
+
+-- name: rollout_outcomes
+SELECT * FROM rollout_tenants WHERE rollout_id = :rollout_id ORDER BY id;
+
+-- name: insert_rollout_outcome
+INSERT INTO rollout_tenants (rollout_id, tenant_id, engine, from_version, to_version,
+                             reached_version, outcome, error, backup, duration_s, finished_at)
+VALUES (:rollout_id, :tenant_id, :engine, :from_version, :to_version, :reached_version,
+        :outcome, :error, :backup, :duration_s, :now)
+ON CONFLICT (rollout_id, tenant_id) DO NOTHING;
+
+-- name: outcomes_since
+SELECT * FROM rollout_tenants WHERE id > :after ORDER BY id;
+
+-- name: last_outcome_of_tenant
+SELECT * FROM rollout_tenants WHERE tenant_id = :tenant_id ORDER BY id DESC LIMIT 1;
+
+-- name: insert_migration_step
+INSERT INTO migration_steps (tenant_id, rollout_id, engine, step, direction, from_version,
+                             to_version, checksum, duration_ms, at, detail)
+VALUES (:tenant_id, :rollout_id, :engine, :step, :direction, :from_version, :to_version,
+        :checksum, :duration_ms, :now, :detail);
+
+-- name: migration_steps_of_tenant
+SELECT * FROM migration_steps WHERE tenant_id = :tenant_id ORDER BY id;
+
+-- name: migration_steps_since
+SELECT * FROM migration_steps WHERE id > :after ORDER BY id;
+
+-- name: set_tenant_migration_state
+-- Status, error and owning rollout of a tenant being migrated (transition checked by caller).
+UPDATE tenants SET status = :status, error = :error, rollout_id = :rollout_id, updated_at = :now
+ WHERE tenant_id = :tenant_id;
+
+-- name: set_tenant_version
+UPDATE tenants SET template_version = :version, previous_versions = :previous_versions,
+       updated_at = :now
+ WHERE tenant_id = :tenant_id;
+
+-- name: count_tenants_by_version
+-- Tenants that have a database, by engine and the template version it is at.
+SELECT engine, template_version, COUNT(*) AS n FROM tenants
+ WHERE status IN ('ready', 'degraded', 'migrating')
+ GROUP BY engine, template_version;

@@ -1,0 +1,1113 @@
+"""MariaDB engine ("mysql", aiomysql): one server per tenant, one database, three accounts.
+
+The tenant container starts with a throw-away bootstrap root password (the
+official image's ``MARIADB_ROOT_PASSWORD``). The first thing ``wait_ready``
+does once the server answers is to give every root account the real secret,
+sent as a ``mysql_native_password`` hash, so the value visible in ``docker
+inspect`` is dead before any tenant credential exists. It also creates
+``mysql@localhost``, identified by the unix socket: the OS user the server
+runs as (uid 999) gets in without a password from inside the container, which
+is how ``mariadb-dump`` and the restore client log in (no secret in an argv or
+a file), and what the postgres image's ``local trust`` is to ``pg_dump``.
+
+MariaDB differs from PostgreSQL in ways that shape this module:
+
+- DDL commits implicitly, so templates cannot run in one transaction: a
+  database whose templates are not all recorded in ``schema_info`` is
+  dropped and re-created before they are applied again.
+- In a database-level GRANT, ``_`` and ``%`` in the database name are
+  wildcards: every grant names the database through ``grant_pattern`` so a
+  grant on ``acme_corp`` does not also reach ``acmeXcorp``.
+- Accounts are ``user@host``. With a loopback bind host every legitimate
+  client reaches the server through the published port, i.e. from the tenant
+  network's gateway, so tenant accounts are bound to the address cloner
+  itself is seen from rather than to ``%``.
+- There is no partial revoke: app's write access to ``schema_info`` is
+  refused by triggers instead of by a REVOKE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import ipaddress
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiomysql
+import pymysql
+
+from cloner.backups import sha256_of
+from cloner.catalog import ResolvedTemplates
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    Engine,
+    container_name,
+    sql_identifier,
+    volume_name,
+)
+from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
+from cloner.engines.postgres import _looks_like_plaintext_secret
+from cloner.errors import BackupError, NotReady, TemplateError
+from cloner.logging import get_logger
+from cloner.runtime.base import ContainerSpec, Runtime
+from cloner.secrets import TENANT_ROLES
+
+log = get_logger(__name__)
+
+DATADIR = "/var/lib/mysql"
+SOCKET_PATH = "/run/mysqld/mysqld.sock"
+MYSQL_UID_NUM = 999
+MYSQL_UID = f"{MYSQL_UID_NUM}:{MYSQL_UID_NUM}"
+#: The superuser: the credentials' superuser password, always under this name
+#: (tenants provisioned before engines named their superuser carry ``postgres``).
+SUPERUSER = "root"
+#: The account of uid 999 over the unix socket (both images name that OS user mysql).
+SOCKET_ACCOUNT = "mysql"
+CONNECT_TIMEOUT_S = 5.0
+PROBE_TABLE = "system_settings"  # every root template version ships it (catalog contract)
+DB_CHARSET = "utf8mb4"
+#: Case-sensitive, code-point order: what text is under PostgreSQL's C.UTF-8.
+DB_COLLATION = "utf8mb4_bin"
+TEMPLATE_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION"
+)
+BACKUP_FORMAT = "mariadb-dump-sql-gzip"
+#: Written by mariadb-dump as its last line when it finished.
+_DUMP_COMPLETE = b"-- Dump completed"
+_RESTORED = "cloner:restored "
+_RESTORING = "cloner:restoring "
+
+# Server error codes (mysqld_error.h / errmsg.h).
+_ER_DBACCESS_DENIED = 1044
+_ER_ACCESS_DENIED = 1045
+_ER_TABLEACCESS_DENIED = 1142
+_ER_ACCESS_DENIED_NO_PASSWORD = 1698
+#: Refusals: what a privilege check answers.
+_DENIED = frozenset({_ER_DBACCESS_DENIED, _ER_ACCESS_DENIED, _ER_TABLEACCESS_DENIED, 1143,
+                     1227, 1370, 1410, _ER_ACCESS_DENIED_NO_PASSWORD})
+_LOGIN_REFUSED = frozenset({_ER_ACCESS_DENIED, _ER_ACCESS_DENIED_NO_PASSWORD})
+#: Server not (yet, or no longer) there: too many connections, shutting down, can't
+#: connect, server gone, lost connection, connection killed.
+_CONNECTION_ERRORS = frozenset({1040, 1053, 2002, 2003, 2006, 2013, 1927})
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier with backticks (names derive from validated ids, quoted anyway)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def grant_pattern(database: str) -> str:
+    """The quoted database name for a database-level GRANT, wildcards escaped.
+
+    MariaDB reads ``_`` and ``%`` in ``GRANT … ON `db`.*`` as LIKE wildcards: a
+    grant on ``tenant_a`` would also open ``tenantXa``. Escaped, it names exactly
+    one database.
+    """
+    escaped = database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return quote_ident(escaped)
+
+
+def account(user: str, host: str) -> str:
+    """``'user'@'host'`` as an SQL account name."""
+    return f"{_literal(user)}@{_literal(host)}"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def native_password_hash(password: str) -> str:
+    """What MariaDB stores for ``mysql_native_password``: ``*`` + SHA1(SHA1(password)).
+
+    Sent instead of the password (``IDENTIFIED BY PASSWORD '*…'``) so the
+    cleartext never reaches the server's statement handling or its logs.
+    """
+    inner = hashlib.sha1(password.encode(), usedforsecurity=False).digest()
+    return "*" + hashlib.sha1(inner, usedforsecurity=False).hexdigest().upper()
+
+
+def account_host(peer: str, endpoint_host: str | None) -> str:
+    """The host part of the tenant accounts.
+
+    With a loopback bind host the published port is the only way in, and every
+    connection through it arrives from the tenant network's gateway: the
+    address the server sees cloner's own connection come from (``peer``). Any
+    other bind host lets remote clients in with their own addresses: ``%``.
+    """
+    if not _is_loopback(endpoint_host):
+        return "%"
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return "%"
+    return "%" if address.is_loopback else str(address)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a script, with the line it starts on (for error messages)."""
+
+    line: int
+    sql: str
+
+
+def split_statements(script: str) -> list[Statement]:
+    """Split a MariaDB script into statements at top-level semicolons.
+
+    Semicolons inside '…', "…" and `…` quotes (with doubled-quote and backslash
+    escapes) and inside comments do not split. ``--`` (followed by a blank) and
+    ``#`` comments and ``/* … */`` comments are dropped; ``/*! … */``
+    executable comments are kept. Raises ``TemplateError`` for an unclosed
+    quote or comment and for ``DELIMITER``, a client command that templates
+    cannot use.
+    """
+    statements: list[Statement] = []
+    out: list[str] = []
+    line = start_line = 1
+    i = 0
+    while i < len(script):
+        end = _token_end(script, i, line)
+        piece = script[i:end]
+        if not out and not piece.isspace():
+            start_line = line
+        if piece == ";":
+            _add_statement(statements, start_line, "".join(out))
+            out.clear()
+        elif piece.startswith(("#", "--")) or (
+            piece.startswith("/*") and not piece.startswith(("/*!", "/*M!"))
+        ):
+            if out:
+                out.append(" ")  # a comment separates tokens like a blank
+        elif out or not piece.isspace():
+            out.append(piece)
+        line += piece.count("\n")
+        i = end
+    _add_statement(statements, start_line, "".join(out))
+    return statements
+
+
+def _token_end(script: str, i: int, line: int) -> int:
+    """Where the token at ``i`` ends: a quoted string, a comment, or one character."""
+    ch = script[i]
+    if ch in "'\"`":
+        j = i + 1
+        while j < len(script):
+            escaped = script[j] == "\\" and ch != "`"
+            if escaped or script.startswith(ch * 2, j):
+                j += 2
+            elif script[j] == ch:
+                return j + 1
+            else:
+                j += 1
+        raise TemplateError(f"line {line}: unclosed {ch} quote")
+    if script.startswith("/*", i):
+        end = script.find("*/", i + 2)
+        if end < 0:
+            raise TemplateError(f"line {line}: unclosed /* comment")
+        return end + 2
+    after_dashes = script[i + 2:i + 3]
+    if ch == "#" or (script.startswith("--", i) and (after_dashes.isspace() or not after_dashes)):
+        end = script.find("\n", i)
+        return len(script) if end < 0 else end
+    return i + 1
+
+
+def _add_statement(statements: list[Statement], line: int, text: str) -> None:
+    text = text.strip()
+    if not text:
+        return
+    if re.match(r"DELIMITER\b", text, re.I):
+        raise TemplateError(
+            f"line {line}: DELIMITER is a client command; templates hold plain statements "
+            "only (no compound statements)"
+        )
+    statements.append(Statement(line, text))
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The server (or client library) error number of a PyMySQL error."""
+    if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return (isinstance(exc, (OSError, TimeoutError, pymysql.err.InterfaceError))
+            or error_code(exc) in _CONNECTION_ERRORS)
+
+
+class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]  # aiomysql ships no type hints
+    """A cursor that leaves server notes alone.
+
+    aiomysql fetches ``SHOW WARNINGS`` after every statement that produced a
+    note (``CREATE … IF NOT EXISTS`` on an existing object, say) and turns each
+    into a Python warning on stderr; cloner's idempotent statements produce
+    them by design.
+    """
+
+    async def _show_warnings(self, conn: Any) -> None:  # noqa: ARG002 - aiomysql's signature
+        return None
+
+
+class MysqlEngine:
+    """MariaDB 10.11 tenants (the ``mysql`` engine)."""
+
+    engine = Engine.MYSQL
+    placement = Placement.CONTAINER
+    roles: tuple[str, ...] = TENANT_ROLES
+    superuser = SUPERUSER
+    container_port = 3306
+    #: Connection-level faults are raised as ``NotReady`` (transient) by this
+    #: module; this one can escape mid-query when the server goes away.
+    transient_errors: tuple[type[BaseException], ...] = (pymysql.err.InterfaceError,)
+
+    def database_name(self, tenant_id: str) -> str:
+        """``acme-corp`` → ``acme_corp``."""
+        return sql_identifier(tenant_id)
+
+    def container_spec(
+        self, tenant_id: str, credentials: Credentials, labels: dict[str, str],
+        defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """Non-root, read-only root fs, no capabilities; sized for density on the command line.
+
+        The sizing goes on the command line, not into a config file, so an
+        official ``mariadb`` image gets exactly what the offline image gets.
+        """
+        pool_mb = defaults.mysql_innodb_buffer_pool_mb
+        return ContainerSpec(
+            name=container_name(tenant_id),
+            image=defaults.image,
+            labels=labels,
+            volume_name=volume_name(tenant_id),
+            volume_mount=DATADIR,
+            port=self.container_port,
+            bind_host=defaults.bind_host,
+            network=defaults.network,
+            user=MYSQL_UID,
+            env={
+                "MARIADB_ROOT_PASSWORD": credentials.bootstrap_password,
+                # The official image loads zoneinfo into mysql.* at initialisation
+                # (seconds); tenants use offsets, and the offline image has none.
+                "MARIADB_INITDB_SKIP_TZINFO": "1",
+            },
+            command=(
+                "mariadbd",
+                f"--max-connections={defaults.connection_limit * 3 + 10}",
+                f"--innodb-buffer-pool-size={pool_mb}M",
+                # Redo log and its buffer: 96 MB on disk and 16 MB in memory by
+                # default, far more than a small tenant writes between checkpoints.
+                "--innodb-log-file-size=16M",
+                "--innodb-log-buffer-size=2M",
+                # MyISAM and Aria hold only the small system tables here.
+                "--key-buffer-size=1M",
+                "--aria-pagecache-buffer-size=8M",
+                "--table-open-cache=256",
+                "--table-definition-cache=400",
+                "--thread-cache-size=4",
+                "--tmp-table-size=16M",
+                "--max-heap-table-size=16M",
+                "--query-cache-type=0",
+                "--query-cache-size=0",
+                "--performance-schema=OFF",
+                "--skip-name-resolve",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_unicode_ci",
+            ),
+            # Owned by the engine uid explicitly: Docker mounts a tmpfs root-owned,
+            # and mariadbd must create its socket and pid file there.
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 - in the container
+                   "/run/mysqld": f"rw,nosuid,nodev,size=1m,uid={MYSQL_UID_NUM},"
+                                  f"gid={MYSQL_UID_NUM},mode=0755"},
+            read_only=True,
+            memory_limit_bytes=defaults.memory_limit_bytes,
+            nano_cpus=defaults.nano_cpus,
+            pids_limit=defaults.pids_limit,
+            shm_size_bytes=defaults.shm_size_bytes,
+        )
+
+    # -------------------------------------------------------------- connecting
+
+    @staticmethod
+    async def _raw_connect(
+        endpoint: Endpoint, user: str, password: str, database: str | None,
+        timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> aiomysql.Connection:
+        """A connection, or the client library's own error."""
+        # aiomysql bounds only the TCP connect by connect_timeout; the handshake
+        # and authentication are bounded here.
+        async with asyncio.timeout(timeout_s):
+            return await aiomysql.connect(
+                host=endpoint.host, port=endpoint.port, user=user, password=password,
+                db=database, connect_timeout=timeout_s, charset=DB_CHARSET,
+                autocommit=True, local_infile=False, cursorclass=_QuietCursor,
+                program_name="cloner",
+            )
+
+    async def _connect(
+        self, endpoint: Endpoint, user: str, password: str, database: str | None,
+        timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> aiomysql.Connection:
+        """A connection; a server that is not there (yet) is ``NotReady`` (retried)."""
+        try:
+            return await self._raw_connect(endpoint, user, password, database, timeout_s)
+        except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+            if _is_connection_error(exc):
+                raise NotReady(
+                    f"mariadb at {endpoint.host}:{endpoint.port} is not reachable: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
+    @asynccontextmanager
+    async def _session(
+        self, target: TenantTarget, role: str | None = None, *, no_database: bool = False,
+    ) -> AsyncIterator[aiomysql.Connection]:
+        """As ``role`` (root when None), in the tenant database unless ``no_database``."""
+        if role is None:
+            user, password = SUPERUSER, target.credentials.superuser.password
+        else:
+            cred = target.credentials.roles[role]
+            user, password = cred.username, cred.password
+        db = None if no_database else target.database
+        conn = await self._connect(target.endpoint, user, password, db)
+        try:
+            yield conn
+        finally:
+            await _close(conn)
+
+    async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
+        """Connect + ``SELECT 1`` with bounded backoff; rotate the bootstrap password."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        last_error: BaseException | None = None
+        real = target.credentials.superuser.password
+        while time.monotonic() < deadline:
+            for password, bootstrap in ((real, False),
+                                        (target.credentials.bootstrap_password, True)):
+                try:
+                    conn = await self._raw_connect(
+                        target.endpoint, SUPERUSER, password, None,
+                        timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
+                    )
+                except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+                    last_error = exc
+                    if error_code(exc) in _LOGIN_REFUSED:
+                        continue  # the other password may be the current one
+                    break
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute("SELECT 1")
+                        if bootstrap:
+                            await self._rotate_root(cur, real)
+                        await self._ensure_socket_account(cur)
+                    return
+                finally:
+                    await _close(conn)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        raise NotReady(
+            f"mariadb at {target.endpoint.host}:{target.endpoint.port} did not answer "
+            f"within {timeout_s:.0f}s; last error: {type(last_error).__name__}: {last_error}"
+        )
+
+    @staticmethod
+    async def _rotate_root(cur: aiomysql.Cursor, password: str) -> None:
+        # Every root account (root@localhost too: the bootstrap password must not
+        # open the server from inside the container either).
+        await cur.execute("SELECT Host FROM mysql.global_priv WHERE User = %s", (SUPERUSER,))
+        hosts = [str(row[0]) for row in await cur.fetchall()]
+        digest = native_password_hash(password)
+        for host in hosts:
+            await cur.execute(
+                f"ALTER USER {account(SUPERUSER, host)} IDENTIFIED BY PASSWORD {_literal(digest)}"
+            )
+        log.debug("mysql.root_password_rotated", accounts=len(hosts))
+
+    @staticmethod
+    async def _ensure_socket_account(cur: aiomysql.Cursor) -> None:
+        socket_account = account(SOCKET_ACCOUNT, "localhost")
+        await cur.execute(f"CREATE USER IF NOT EXISTS {socket_account} IDENTIFIED VIA unix_socket")
+        await cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO {socket_account}")
+
+    async def probe(self, target: TenantTarget, timeout_s: float) -> float:
+        """Connect as the app account to the tenant database and ``SELECT 1``; seconds taken.
+
+        The app account is what applications use, so this fails exactly when
+        they would: server down, database gone, or the app login broken.
+        """
+        started = time.monotonic()
+        app = target.credentials.roles["app"]
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await self._raw_connect(
+                    target.endpoint, app.username, app.password, target.database,
+                    timeout_s=timeout_s,
+                )
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute("SELECT 1")
+                finally:
+                    await _close(conn)
+        except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+            raise NotReady(
+                f"mariadb at {target.endpoint.host}:{target.endpoint.port} failed the health "
+                f"probe as {app.username}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return time.monotonic() - started
+
+    # --------------------------------------------------------------- accounts
+
+    @staticmethod
+    async def _account_host(cur: aiomysql.Cursor, target: TenantTarget) -> str:
+        await cur.execute("SELECT SUBSTRING_INDEX(USER(), '@', -1)")
+        row = await cur.fetchone()
+        return account_host(str(row[0]) if row else "", target.endpoint.host)
+
+    @staticmethod
+    async def _set_account(
+        cur: aiomysql.Cursor, user: str, host: str, password: str, connection_limit: int
+    ) -> None:
+        """Create or update ``user@host``; the same user at any other host is dropped."""
+        await cur.execute("SELECT Host FROM mysql.global_priv WHERE User = %s", (user,))
+        existing = {str(row[0]) for row in await cur.fetchall()}
+        for stale in sorted(existing - {host}):
+            await cur.execute(f"DROP USER {account(user, stale)}")
+        verb = "ALTER" if host in existing else "CREATE"
+        await cur.execute(
+            f"{verb} USER {account(user, host)} "
+            f"IDENTIFIED BY PASSWORD {_literal(native_password_hash(password))} "
+            f"WITH MAX_USER_CONNECTIONS {int(connection_limit)}"
+        )
+
+    async def _ensure_database(self, target: TenantTarget) -> None:
+        """The tenant database and its owner account (the template step runs as the owner).
+
+        The owner gets no connection limit here (0); ``apply_rbac`` sets the real one.
+        """
+        owner = target.credentials.roles["owner"]
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            host = await self._account_host(cur, target)
+            await cur.execute(
+                f"CREATE DATABASE IF NOT EXISTS {quote_ident(target.database)} "
+                f"CHARACTER SET {DB_CHARSET} COLLATE {DB_COLLATION}"
+            )
+            await self._set_account(cur, owner.username, host, owner.password, 0)
+            await cur.execute(
+                f"GRANT ALL PRIVILEGES ON {grant_pattern(target.database)}.* "
+                f"TO {account(owner.username, host)}"
+            )
+
+    async def _reset_database(self, target: TenantTarget) -> None:
+        """Drop and re-create the tenant database (grants live on, in mysql.db)."""
+        db = quote_ident(target.database)
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS {db}")
+            await cur.execute(
+                f"CREATE DATABASE {db} CHARACTER SET {DB_CHARSET} COLLATE {DB_COLLATION}"
+            )
+
+    # --------------------------------------------------------------- template
+
+    async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
+        """Root then overlay, as the owner, each statement on its own; recorded in ``schema_info``.
+
+        MariaDB commits DDL implicitly, so there is no all-or-nothing apply:
+        a database holding anything but a complete, recorded apply of exactly
+        these templates (an interrupted earlier attempt) is dropped and
+        re-created first. Nothing but template data can be there yet: the
+        accounts that could write to it are handed out only after this step.
+        """
+        await self._ensure_database(target)
+        async with self._session(target, "owner") as conn, conn.cursor() as cur:
+            state = await self._applied(cur, templates, target.database)
+        if state == "applied":
+            return
+        if state == "partial":
+            log.warning("mysql.template_reset_partial_apply", database=target.database)
+            await self._reset_database(target)
+        async with self._session(target, "owner") as conn, conn.cursor() as cur:
+            await cur.execute(f"SET SESSION sql_mode = {_literal(TEMPLATE_SQL_MODE)}")
+            await cur.execute("SET SESSION time_zone = '+00:00'")
+            await cur.execute("SET SESSION foreign_key_checks = 1")
+            for template in templates.files:
+                started = time.monotonic()
+                for statement in split_statements(template.read()):
+                    try:
+                        await cur.execute(statement.sql)
+                    except pymysql.err.MySQLError as exc:
+                        if _is_connection_error(exc):
+                            raise NotReady(
+                                f"connection lost while applying {template.path.name}: {exc}"
+                            ) from exc
+                        first = statement.sql.splitlines()[0][:80]
+                        raise TemplateError(
+                            f"{template.kind} template {template.path.name} "
+                            f"({template.name} {template.version}) failed at line "
+                            f"{statement.line} ({first}): {type(exc).__name__}: "
+                            f"{_error_text(exc)}"
+                        ) from exc
+                await cur.execute(
+                    "INSERT INTO schema_info (kind, name, version, checksum, duration_ms) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (template.kind, template.name, template.version, template.checksum,
+                     int((time.monotonic() - started) * 1000)),
+                )
+
+    @staticmethod
+    async def _applied(cur: aiomysql.Cursor, templates: ResolvedTemplates, database: str) -> str:
+        """``empty``, ``applied`` (all recorded, same checksums) or ``partial``."""
+        await cur.execute(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+        )
+        tables = {str(row[0]) for row in await cur.fetchall()}
+        if not tables:
+            return "empty"
+        if "schema_info" not in tables:
+            return "partial"
+        await cur.execute("SELECT kind, name, version, checksum FROM schema_info")
+        recorded = {(str(r[0]), str(r[1]), str(r[2])): str(r[3]).strip()
+                    for r in await cur.fetchall()}
+        complete = True
+        for template in templates.files:
+            checksum = recorded.get((template.kind, template.name, template.version))
+            if checksum is None:
+                complete = False
+            elif checksum != template.checksum:
+                raise TemplateError(
+                    f"database {database} already has a schema that does not "
+                    f"match {template.kind} {template.name} {template.version}"
+                )
+        return "applied" if complete else "partial"
+
+    # ------------------------------------------------------------------- rbac
+
+    async def apply_rbac(self, target: TenantTarget, connection_limit: int) -> None:
+        """Three accounts with privileges on the tenant database only, none grantable.
+
+        Database-level grants (with the name's wildcards escaped) also cover
+        tables the owner creates later, as PostgreSQL's default privileges do.
+        Every account is stripped of all privileges first, so a re-run leaves
+        exactly these. ``schema_info`` is guarded by triggers: MariaDB cannot
+        revoke one table out of a database-level grant.
+        """
+        roles = target.credentials.roles
+        pattern = grant_pattern(target.database)
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            host = await self._account_host(cur, target)
+            for name in TENANT_ROLES:
+                cred = roles[name]
+                await self._set_account(cur, cred.username, host, cred.password,
+                                        connection_limit)
+                await cur.execute(
+                    f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {account(cred.username, host)}"
+                )
+            owner, app, readonly = (account(roles[r].username, host) for r in TENANT_ROLES)
+            await cur.execute(f"GRANT ALL PRIVILEGES ON {pattern}.* TO {owner}")
+            await cur.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE, EXECUTE ON {pattern}.* TO {app}"
+            )
+            await cur.execute(f"GRANT SELECT ON {pattern}.* TO {readonly}")
+            await cur.execute(f"USE {quote_ident(target.database)}")
+            allowed = ", ".join(_literal(u) for u in (roles["owner"].username, SUPERUSER,
+                                                      SOCKET_ACCOUNT))
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                # The invoker (USER()), not the definer (CURRENT_USER()), decides.
+                await cur.execute(
+                    f"CREATE OR REPLACE TRIGGER schema_info_guard_{event.lower()} "
+                    f"BEFORE {event} ON schema_info FOR EACH ROW "
+                    f"IF SUBSTRING_INDEX(USER(), '@', 1) NOT IN ({allowed}) THEN "
+                    "SIGNAL SQLSTATE '42000' SET MYSQL_ERRNO = 1142, "
+                    "MESSAGE_TEXT = 'schema_info is maintained by cloner'; END IF"
+                )
+
+    # -------------------------------------------------------------- isolation
+
+    async def prove_isolation(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> list[CheckResult]:
+        """Run every engine check with the tenant's real credentials."""
+        return [
+            await self._check_app_read_write(target),
+            await self._check_readonly(target),
+            await self._check_app_sees_own_schema_only(target),
+            await self._check_roles_unprivileged(target),
+            await self._check_app_cannot_escalate(target),
+            await self._check_public_revoked(target),
+            await self._check_neighbours_refuse(target, neighbours),
+        ]
+
+    async def _check_app_read_write(self, target: TenantTarget) -> CheckResult:
+        name = "app_reads_and_writes_own_database"
+        try:
+            async with self._session(target, "app") as conn, conn.cursor() as cur:
+                await cur.execute("START TRANSACTION")
+                try:
+                    await cur.execute(
+                        f"INSERT INTO {PROBE_TABLE} (`key`, value) VALUES (%s, %s)",
+                        ("cloner_isolation_probe", "true"),
+                    )
+                    await cur.execute(
+                        f"SELECT value FROM {PROBE_TABLE} WHERE `key` = %s",
+                        ("cloner_isolation_probe",),
+                    )
+                    seen = await cur.fetchone()
+                finally:
+                    await cur.execute("ROLLBACK")
+        except (pymysql.err.MySQLError, OSError, NotReady) as exc:
+            return CheckResult(name, False, f"app could not read/write: {type(exc).__name__}")
+        return CheckResult(name, seen is not None, f"insert+select on {PROBE_TABLE} as app")
+
+    async def _check_readonly(self, target: TenantTarget) -> CheckResult:
+        name = "readonly_reads_cannot_write"
+        try:
+            async with self._session(target, "readonly") as conn, conn.cursor() as cur:
+                await cur.execute(f"SELECT COUNT(*) FROM {PROBE_TABLE}")
+                row = await cur.fetchone()
+                try:
+                    await cur.execute(
+                        f"INSERT INTO {PROBE_TABLE} (`key`, value) VALUES (%s, %s)",
+                        ("cloner_readonly_probe", "true"),
+                    )
+                except pymysql.err.MySQLError as exc:
+                    if error_code(exc) in _DENIED:
+                        return CheckResult(
+                            name, True,
+                            f"read {row[0] if row else 0} rows; insert refused: "
+                            f"{_error_text(exc)}",
+                        )
+                    raise
+                return CheckResult(name, False, "readonly account could INSERT")
+        except (pymysql.err.MySQLError, OSError, NotReady) as exc:
+            return CheckResult(name, False, f"readonly check failed: {type(exc).__name__}")
+
+    async def _check_app_sees_own_schema_only(self, target: TenantTarget) -> CheckResult:
+        name = "app_sees_own_schema_only"
+        try:
+            async with self._session(target, "app") as conn, conn.cursor() as cur:
+                await cur.execute("SHOW DATABASES")
+                visible = {str(row[0]) for row in await cur.fetchall()}
+        except (pymysql.err.MySQLError, OSError, NotReady) as exc:
+            return CheckResult(name, False, f"app could not list schemas: {type(exc).__name__}")
+        others = sorted(visible - {target.database, "information_schema"})
+        if target.database not in visible or others:
+            return CheckResult(name, False, f"app sees {sorted(visible)}")
+        return CheckResult(name, True, f"app sees {target.database} and information_schema only")
+
+    async def _check_roles_unprivileged(self, target: TenantTarget) -> CheckResult:
+        name = "roles_not_privileged"
+        usernames = [target.credentials.roles[r].username for r in TENANT_ROLES]
+        marks = ", ".join(["%s"] * len(usernames))
+        expected_pattern = grant_pattern(target.database)[1:-1].replace("``", "`")
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            # Global privileges are a bitmask; 0 is USAGE (log in, nothing else):
+            # no SUPER, FILE, PROCESS, CREATE USER, SHUTDOWN...
+            await cur.execute(
+                f"SELECT User, Host, CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED) "
+                f"FROM mysql.global_priv WHERE User IN ({marks})", usernames,
+            )
+            accounts = await cur.fetchall()
+            await cur.execute(
+                f"SELECT User, Db, Grant_priv FROM mysql.db WHERE User IN ({marks})", usernames
+            )
+            db_grants = await cur.fetchall()
+            extra = {}
+            for table in ("tables_priv", "columns_priv", "proxies_priv", "roles_mapping"):
+                await cur.execute(
+                    f"SELECT COUNT(*) FROM mysql.{table} WHERE User IN ({marks})", usernames
+                )
+                row = await cur.fetchone()
+                extra[table] = int(row[0]) if row else 0
+        problems = []
+        if sorted(str(a[0]) for a in accounts) != sorted(usernames):
+            problems.append(f"expected one account each for {usernames}, found "
+                            f"{sorted(f'{a[0]}@{a[1]}' for a in accounts)}")
+        problems += [f"{a[0]} has global privileges" for a in accounts if int(a[2] or 0)]
+        problems += [f"{g[0]} has a grant on {g[1]}" for g in db_grants
+                     if str(g[1]) != expected_pattern]
+        problems += [f"{g[0]} has GRANT OPTION" for g in db_grants if str(g[2]) != "N"]
+        problems += [f"{count} rows in mysql.{table}" for table, count in extra.items() if count]
+        if target.endpoint.host and _is_loopback(target.endpoint.host):
+            problems += [f"{a[0]} accepts logins from any host" for a in accounts
+                         if str(a[1]) == "%"]
+        if problems:
+            return CheckResult(name, False, "; ".join(problems))
+        hosts = sorted({str(a[1]) for a in accounts})
+        return CheckResult(
+            name, True,
+            f"owner/app/readonly@{','.join(hosts)}: no global privileges (no SUPER, FILE, "
+            f"PROCESS, CREATE USER), grants on {expected_pattern} only, no GRANT OPTION, "
+            "no roles or proxies",
+        )
+
+    async def _check_app_cannot_escalate(self, target: TenantTarget) -> CheckResult:
+        name = "app_cannot_escalate"
+        attempts = {
+            "create user": "CREATE USER cloner_escalation_probe",
+            "create database": "CREATE DATABASE cloner_escalation_probe",
+            "read mysql.global_priv": "SELECT COUNT(*) FROM mysql.global_priv",
+            "write server files": "SELECT 1 INTO OUTFILE '/tmp/cloner_escalation_probe'",
+            "set global variables": "SET GLOBAL max_connections = @@GLOBAL.max_connections",
+            "grant own privileges": (
+                f"GRANT SELECT ON {grant_pattern(target.database)}.* TO CURRENT_USER"
+            ),
+            "create in mysql schema": "CREATE TABLE mysql.cloner_escalation_probe (id INT)",
+        }
+        allowed = []
+        # A superuser session stays open meanwhile, so "sees no other session"
+        # has a session to not see.
+        async with self._session(target, no_database=True) as _witness, \
+                self._session(target, "app") as conn, conn.cursor() as cur:
+            # In a transaction that is rolled back: should the guard be missing,
+            # the probe row must not stay.
+            await cur.execute("START TRANSACTION")
+            try:
+                await cur.execute(
+                    "INSERT INTO schema_info (kind, name, version, checksum) "
+                    "VALUES ('migration', 'cloner_escalation_probe', 'v0.0', REPEAT('0', 64))"
+                )
+                allowed.append("write schema_info")
+            except pymysql.err.MySQLError as exc:
+                if error_code(exc) not in _DENIED:
+                    allowed.append(f"write schema_info ({type(exc).__name__} {error_code(exc)})")
+            finally:
+                await cur.execute("ROLLBACK")
+            for label, statement in attempts.items():
+                try:
+                    await cur.execute(statement)
+                except pymysql.err.MySQLError as exc:
+                    if error_code(exc) not in _DENIED:
+                        allowed.append(f"{label} ({type(exc).__name__} {error_code(exc)})")
+                    continue
+                allowed.append(label)
+            # Without FILE, LOAD_FILE returns NULL instead of failing.
+            await cur.execute("SELECT LOAD_FILE('/etc/passwd') IS NOT NULL")
+            row = await cur.fetchone()
+            if row and row[0]:
+                allowed.append("read server files")
+            # Without PROCESS, the process list holds the app's own sessions only.
+            await cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER <> %s",
+                (target.credentials.roles["app"].username,),
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                allowed.append("see other sessions")
+        if allowed:
+            return CheckResult(name, False, f"app was not refused: {', '.join(allowed)}")
+        return CheckResult(
+            name, True,
+            f"refused: write schema_info, {', '.join(attempts)}, read server files, "
+            "see other sessions",
+        )
+
+    async def _check_public_revoked(self, target: TenantTarget) -> CheckResult:
+        name = "public_has_no_privileges"
+        own = [target.credentials.roles[r].username for r in TENANT_ROLES]
+        marks = ", ".join(["%s"] * len(own))
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute("SELECT COUNT(*) FROM mysql.global_priv WHERE User = ''")
+            row = await cur.fetchone()
+            anonymous = int(row[0]) if row else 0
+            problems = [f"{anonymous} anonymous account(s)"] if anonymous else []
+            # PUBLIC (10.11) and anonymous grants anywhere.
+            for table in ("db", "tables_priv", "columns_priv", "procs_priv"):
+                await cur.execute(
+                    f"SELECT COUNT(*) FROM mysql.{table} WHERE User IN ('', 'PUBLIC')"
+                )
+                row = await cur.fetchone()
+                if row and row[0]:
+                    problems.append(f"{row[0]} PUBLIC/anonymous grant(s) in mysql.{table}")
+            # Database-level grants are LIKE patterns: any that matches the tenant
+            # database (an unescaped `tenant_a` would match `tenantXa`) opens it.
+            await cur.execute(
+                f"SELECT User, Host, Db FROM mysql.db WHERE %s LIKE Db AND User NOT IN ({marks})",
+                (target.database, *own),
+            )
+            problems += [f"{r[0]}@{r[1]} reaches it through grant pattern {r[2]}"
+                         for r in await cur.fetchall()]
+        if problems:
+            return CheckResult(name, False, "; ".join(problems))
+        return CheckResult(
+            name, True,
+            f"no anonymous accounts, no PUBLIC grants, no other grant pattern matches "
+            f"{target.database}",
+        )
+
+    async def _check_neighbours_refuse(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> CheckResult:
+        name = "other_tenants_refuse_credentials"
+        limiter = asyncio.Semaphore(8)
+        creds = [target.credentials.roles[r] for r in ("owner", "app")]
+
+        async def attempt(neighbour: Neighbour, username: str, password: str) -> str:
+            # Logins are server-wide in MariaDB: a refused login is refused for
+            # every database, so one attempt per endpoint and credential.
+            async with limiter:
+                try:
+                    conn = await self._raw_connect(
+                        neighbour.endpoint, username, password, None, timeout_s=3
+                    )
+                except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+                    return "refused" if error_code(exc) in _LOGIN_REFUSED else "unreachable"
+                await _close(conn)
+                return "accepted"
+
+        pairs = [(n, c) for n in neighbours for c in creds]
+        results = await asyncio.gather(*(attempt(n, c.username, c.password) for n, c in pairs))
+        accepted = sorted({n.tenant_id for (n, _c), r in zip(pairs, results, strict=True)
+                           if r == "accepted"})
+        if accepted:
+            return CheckResult(name, False, f"credentials accepted by: {', '.join(accepted)}")
+        return CheckResult(
+            name, True,
+            f"owner and app credentials refused by {len(neighbours)} other tenant endpoint(s)"
+            f" ({results.count('refused')} attempts refused, "
+            f"{results.count('unreachable')} unreachable)",
+        )
+
+    # ---------------------------------------------------------------- backups
+
+    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+        """``mariadb-dump | gzip`` inside the tenant container, streamed to ``dest``, verified.
+
+        One consistent snapshot (``--single-transaction``) with routines,
+        events and triggers; the dump logs in through the socket account.
+        The archive counts only once it has been read back whole: gzip intact,
+        mariadb-dump's completion line at the end, one ``CREATE TABLE`` per
+        table of the database.
+        """
+        if target.container_name is None:
+            raise BackupError("mysql backup needs the tenant container")
+        tables = await self._table_count(target)
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = dest.with_suffix(dest.suffix + ".partial")
+        script = (
+            f"mariadb-dump --protocol=socket --socket={SOCKET_PATH} --user={SOCKET_ACCOUNT} "
+            "--single-transaction --quick --routines --events --triggers --hex-blob "
+            f"--default-character-set={DB_CHARSET} --no-tablespaces -- \"$1\" | gzip -6"
+        )
+        try:
+            size = await runtime.exec_to_file(
+                target.container_name,
+                ["bash", "-o", "pipefail", "-c", script, "cloner-backup", target.database],
+                partial, user=MYSQL_UID,
+            )
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"mariadb-dump of {target.tenant_id} failed: {exc}") from exc
+        try:
+            entries = await asyncio.to_thread(_dumped_tables, partial)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"backup of {target.tenant_id} is not a readable gzip: "
+                              f"{exc}") from exc
+        if entries is not None and entries != tables:
+            # The owner may have created or dropped a table while the dump ran: the
+            # dump's snapshot lies between the two counts.
+            tables = await self._table_count(target)
+        if entries is None or entries != tables:
+            partial.unlink(missing_ok=True)
+            raise BackupError(
+                f"backup of {target.tenant_id} is incomplete: "
+                f"{'no completion line' if entries is None else f'{entries} CREATE TABLE'}"
+                f", expected {tables} tables"
+            )
+        digest = await asyncio.to_thread(sha256_of, partial)
+        partial.chmod(0o600)
+        partial.replace(dest)
+        return BackupResult(dest, size, digest, BACKUP_FORMAT, entries)
+
+    async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
+        """Load a backup through the ``mariadb`` client in the container, fed through stdin.
+
+        MariaDB cannot load a dump in one transaction, so the database comment
+        records progress: ``cloner:restoring <sha256>`` before the load,
+        ``cloner:restored <sha256>`` after it. A re-run finds the second and
+        does nothing, or the first and starts over on an empty database. A
+        database holding tables without either mark is not touched.
+        """
+        if target.container_name is None:
+            raise BackupError("mysql restore needs the tenant container")
+        digest = await asyncio.to_thread(sha256_of, source)
+        await self._ensure_database(target)
+        comment, has_tables = await self._restore_state(target)
+        if comment == _RESTORED + digest:
+            log.info("mysql.restore_already_done", tenant_id=target.tenant_id)
+            return
+        if comment == _RESTORING + digest:
+            await self._reset_database(target)
+        elif has_tables:
+            raise BackupError(
+                f"database {target.database} already holds tables that no restore of this "
+                "backup put there; drop it first"
+            )
+        await self._set_comment(target, _RESTORING + digest)
+        code, output = await runtime.exec_with_stdin(
+            target.container_name,
+            ["bash", "-o", "pipefail", "-c",
+             f"gzip -dc | mariadb --protocol=socket --socket={SOCKET_PATH} "
+             f"--user={SOCKET_ACCOUNT} --binary-mode --database=\"$1\"",
+             "cloner-restore", target.database],
+            source, user=MYSQL_UID,
+        )
+        if code != 0:
+            await self._reset_database(target)
+            raise BackupError(f"restore into {target.tenant_id} failed: {output[-300:]}")
+        await self._set_comment(target, _RESTORED + digest)
+
+    async def _restore_state(self, target: TenantTarget) -> tuple[str, bool]:
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                (target.database,),
+            )
+            row = await cur.fetchone()
+            await cur.execute(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                (target.database,),
+            )
+            tables = await cur.fetchone()
+        return (str(row[0] or "") if row else ""), bool(tables and tables[0])
+
+    async def _set_comment(self, target: TenantTarget, comment: str) -> None:
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                f"ALTER DATABASE {quote_ident(target.database)} COMMENT = {_literal(comment)}"
+            )
+
+    async def _table_count(self, target: TenantTarget) -> int:
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_TYPE = 'BASE TABLE'", (target.database,),
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def row_counts(self, target: TenantTarget) -> dict[str, int]:
+        """Exact row counts per base table of the tenant database."""
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (target.database,),
+            )
+            tables = [str(row[0]) for row in await cur.fetchall()]
+            counts = {}
+            for table in tables:
+                await cur.execute(
+                    f"SELECT COUNT(*) FROM {quote_ident(target.database)}.{quote_ident(table)}"
+                )
+                row = await cur.fetchone()
+                counts[table] = int(row[0]) if row else 0
+        return counts
+
+    async def template_warnings(self, target: TenantTarget) -> list[str]:
+        """Tables without PK, FKs without a leading index, password-looking columns.
+
+        InnoDB gives every foreign key an index of its own when none leads with
+        its columns, so the second kind only shows for other storage engines.
+        """
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                """SELECT t.TABLE_NAME FROM information_schema.TABLES t
+                    WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE'
+                      AND NOT EXISTS (
+                          SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c
+                           WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA
+                             AND c.TABLE_NAME = t.TABLE_NAME
+                             AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+                    ORDER BY 1""", (target.database,),
+            )
+            no_pk = [str(r[0]) for r in await cur.fetchall()]
+            await cur.execute(
+                """SELECT TABLE_NAME, CONSTRAINT_NAME,
+                          GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION)
+                     FROM information_schema.KEY_COLUMN_USAGE
+                    WHERE TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME IS NOT NULL
+                    GROUP BY TABLE_NAME, CONSTRAINT_NAME ORDER BY 1, 2""", (target.database,),
+            )
+            foreign_keys = await cur.fetchall()
+            await cur.execute(
+                """SELECT TABLE_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)
+                     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s
+                    GROUP BY TABLE_NAME, INDEX_NAME""", (target.database,),
+            )
+            indexes: dict[str, list[str]] = {}
+            for table, columns in await cur.fetchall():
+                indexes.setdefault(str(table), []).append(str(columns))
+            await cur.execute(
+                """SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS
+                    WHERE TABLE_SCHEMA = %s ORDER BY 1, 2""", (target.database,),
+            )
+            columns = await cur.fetchall()
+        warnings = [f"table {t} has no primary key" for t in no_pk]
+        warnings += [
+            f"foreign key {constraint} on {table} has no index"
+            for table, constraint, cols in foreign_keys
+            if not any(f"{index},".startswith(f"{cols},") for index in indexes.get(table, []))
+        ]
+        warnings += [
+            f"column {table}.{column} looks like a plaintext secret"
+            for table, column in columns if _looks_like_plaintext_secret(str(column))
+        ]
+        return warnings
+
+    def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
+        """``mysql://user:password@host:port/database``."""
+        return (
+            f"mysql://{quote(username, safe='')}:{quote(password, safe='')}"
+            f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
+        )
+
+
+async def _close(conn: aiomysql.Connection) -> None:
+    """Say goodbye (COM_QUIT) within a bound; drop the socket if the server does not answer."""
+    try:
+        async with asyncio.timeout(5):
+            await conn.ensure_closed()
+    except (OSError, TimeoutError, pymysql.err.MySQLError):
+        conn.close()
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2:
+        return f"({exc.args[0]}) {exc.args[1]}"
+    return str(exc)
+
+
+def _dumped_tables(path: Path) -> int | None:
+    """``CREATE TABLE`` statements in a gzipped dump; None without the completion line."""
+    tables = 0
+    last = b""
+    with gzip.open(path, "rb") as handle:
+        for line in handle:
+            if line.startswith(b"CREATE TABLE "):
+                tables += 1
+            if line.strip():
+                last = line
+    return tables if last.startswith(_DUMP_COMPLETE) else None
+
