@@ -11,7 +11,8 @@ is file-system isolation. The tenant's directory is 0700 and its files 0600
 WAL mode with foreign keys enforced, a read-only open cannot write, and no
 other tenant's path leads to the same file.
 
-Every call into ``sqlite3`` runs in a worker thread.
+Every call into ``sqlite3`` runs in a worker thread. Schema migrations
+(``MigrationHooks``) are carried out by ``sqlite_migrations``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from cloner.catalog import ResolvedTemplates
+from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import CheckResult, Credentials, Endpoint, Engine
+from cloner.engines import sqlite_migrations
 from cloner.engines.base import (
     BackupResult,
     ContainerDefaults,
@@ -134,6 +137,44 @@ class SqliteEngine:
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``sqlite:///`` URL of the file (no credentials exist)."""
         return f"sqlite:///{endpoint.path}"
+
+    # ------------------------------------------------------------- migrations
+    # MigrationHooks (cloner.engines.base); the work is in engines/sqlite_migrations.py.
+
+    #: SQLite DDL is transactional: a step that fails leaves nothing behind.
+    transactional_ddl = True
+
+    async def migration_state(self, target: TenantTarget) -> MigrationState:
+        """Root version and applied steps from the tenant's ``schema_info``."""
+        return await asyncio.to_thread(
+            sqlite_migrations.read_state, _path(target), target.tenant_id, BUSY_TIMEOUT_S)
+
+    async def apply_migration_step(
+        self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float
+    ) -> AppliedMigration:
+        """One step in one ``BEGIN IMMEDIATE`` transaction, recorded in ``schema_info``;
+        ``lock_timeout_s`` is the busy timeout for other writers."""
+        statements = await asyncio.to_thread(lambda: split_statements(script.read()))
+        return await asyncio.to_thread(
+            sqlite_migrations.apply_step, _path(target), target.tenant_id, script=script,
+            statements=statements, lock_timeout_s=lock_timeout_s,
+        )
+
+    async def realign_migration_checksum(
+        self, target: TenantTarget, applied: AppliedMigration, checksum: str
+    ) -> None:
+        """Record ``checksum`` for an applied step (``migrate repair``)."""
+        await asyncio.to_thread(sqlite_migrations.realign, _path(target), target.tenant_id,
+                                applied, checksum, BUSY_TIMEOUT_S)
+
+    async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
+        """Tables, columns, CHECKs, foreign keys, indexes, triggers; normalised definitions."""
+        return await asyncio.to_thread(
+            sqlite_migrations.catalogue, _path(target), target.tenant_id, BUSY_TIMEOUT_S)
+
+    async def drop_database(self, target: TenantTarget) -> None:
+        """Remove the tenant's file with its ``-wal`` / ``-shm`` (before a restore)."""
+        await asyncio.to_thread(sqlite_migrations.drop_files, _path(target))
 
 
 # ---------------------------------------------------------------- connections

@@ -27,7 +27,7 @@ from cloner.catalog import Catalog, ResolvedTemplates
 from cloner.domain import Industry
 
 REPO = Path(__file__).resolve().parents[2]
-VERSIONS = ["v1.0", "v1.1"]
+VERSIONS = ["v1.0", "v1.1", "v1.2"]
 INDUSTRIES = list(Industry)
 COMBOS = [(v, i) for v in VERSIONS for i in INDUSTRIES]
 COMBO_IDS = [f"{v}-{i.value}" for v, i in COMBOS]
@@ -136,6 +136,17 @@ def names(items: list[list[Tok]]) -> tuple[str, ...]:
     return tuple(item[0].text for item in items)
 
 
+def index_keys(items: list[list[Tok]]) -> tuple[str, ...]:
+    """An index's column list: bare names, each optionally ASC or DESC (``"b DESC"``)."""
+    keys = []
+    for item in items:
+        order = [t.up for t in item[1:]]
+        if item[0].kind != "word" or order not in ([], ["ASC"], ["DESC"]):
+            raise ValueError(f"expected a plain index column, got {item}")
+        keys.append(item[0].text + (" DESC" if order == ["DESC"] else ""))
+    return tuple(keys)
+
+
 @dataclass
 class Table:
     """What the comparison looks at in one table."""
@@ -151,7 +162,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Index:
-    """A CREATE INDEX: table, columns, unique, partial (has a WHERE)."""
+    """A CREATE INDEX: table, columns (``"b DESC"`` if descending), unique, partial."""
 
     table: str
     columns: tuple[str, ...]
@@ -254,7 +265,7 @@ def _parse_create_index(stmt: list[Tok], schema: Schema) -> None:
     partial = end < len(stmt) and stmt[end].up == "WHERE"
     if end < len(stmt) and not partial:
         raise ValueError(f"unsupported clause after index {name}: {stmt[end].text}")
-    schema.indexes[name] = Index(table, names(cols), unique, partial)
+    schema.indexes[name] = Index(table, index_keys(cols), unique, partial)
 
 
 def _parse_insert(stmt: list[Tok], schema: Schema) -> None:
@@ -282,6 +293,23 @@ def _tuples(stmt: list[Tok], start: int) -> Iterator[list[list[Tok]]]:
             at += 1
         else:
             break
+
+
+def postgres_comments(sql: str) -> dict[tuple[str, str | None], str]:
+    """``COMMENT ON TABLE t`` / ``COLUMN t.c … IS 'text'``: {(table, column or None): text}."""
+    found: dict[tuple[str, str | None], str] = {}
+    for stmt in statements(tokenize(sql)):
+        head = [t.up for t in stmt[:3]]
+        if head[:2] != ["COMMENT", "ON"]:
+            continue
+        text = stmt[-1].text[1:-1].replace("''", "'")
+        if head[2] == "TABLE":
+            found[(stmt[3].text, None)] = text
+        elif head[2] == "COLUMN" and stmt[4].text == ".":
+            found[(stmt[3].text, stmt[5].text)] = text
+        else:
+            raise ValueError(f"unsupported COMMENT ON form: {' '.join(head)}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -356,10 +384,12 @@ def introspect(conn: sqlite3.Connection) -> Schema:
         for _seq, index, unique, origin, partial in conn.execute(
             f'PRAGMA index_list("{name}")'
         ):
-            cols = tuple(r[2] for r in conn.execute(f'PRAGMA index_info("{index}")'))
+            keys = [(col, desc) for _seqno, _cid, col, desc, _coll, key
+                    in conn.execute(f'PRAGMA index_xinfo("{index}")') if key]
             if origin == "u":
-                table.uniques.add(cols)
+                table.uniques.add(tuple(col for col, _desc in keys))
             elif origin == "c":
+                cols = tuple(col + (" DESC" if desc else "") for col, desc in keys)
                 schema.indexes[index] = Index(name, cols, bool(unique), bool(partial))
         for row in conn.execute(f'PRAGMA foreign_key_list("{name}")'):
             table.foreign_keys.add((row[3], row[2], row[4], row[6]))
@@ -422,6 +452,7 @@ class Built:
     conn: sqlite3.Connection
     templates: ResolvedTemplates
     reference: Schema
+    pg_templates: ResolvedTemplates
 
 
 @pytest.fixture
@@ -431,12 +462,13 @@ def tenant_db(
     """The sqlite build and postgres reference for the parametrized version/industry."""
     version, industry = request.param
     templates = catalog.resolve("sqlite", version, industry)
+    pg_templates = catalog.resolve("postgres", version, industry)
     reference = Schema()
-    for template in catalog.resolve("postgres", version, industry).files:
+    for template in pg_templates.files:
         parse_postgres(template.read(), reference)
     conn = build(tmp_path / "tenant.db", templates)
     try:
-        yield Built(conn, templates, reference)
+        yield Built(conn, templates, reference, pg_templates)
     finally:
         conn.close()
 
@@ -495,6 +527,26 @@ def test_schema_matches_postgres_template(tenant_db: Built) -> None:
     """Same tables, columns (in order), nullability, defaults, keys, FKs and indexes."""
     assert tenant_db.reference.tables, "the postgres parser found no tables"
     assert differences(tenant_db.reference, introspect(tenant_db.conn)) == []
+
+
+@pytest.mark.parametrize("tenant_db", COMBOS, ids=COMBO_IDS, indirect=True)
+def test_descriptions_match_postgres_comments(tenant_db: Built) -> None:
+    """Every postgres COMMENT ON TABLE / COLUMN text is a comment in the sqlite table's
+    stored definition (``-- text``, or ``-- column: text`` for a column)."""
+    expected: dict[tuple[str, str | None], str] = {}
+    for template in tenant_db.pg_templates.files:
+        expected.update(postgres_comments(template.read()))
+    assert expected, "the postgres templates have no COMMENT ON"
+    missing = []
+    for (table, column), text in sorted(expected.items(), key=str):
+        row = tenant_db.conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        comments = " ".join(" ".join(re.findall(r"--([^\n]*)", row[0] if row else "")).split())
+        wanted = f"{column}: {text}" if column else text
+        if wanted.lower() not in comments.lower():
+            missing.append(f"{table}.{column or ''}: {text!r}")
+    assert missing == []
 
 
 @pytest.mark.parametrize("tenant_db", COMBOS, ids=COMBO_IDS, indirect=True)
@@ -566,6 +618,7 @@ def test_postgres_parser_reads_columns_keys_and_seeds() -> None:
             UNIQUE (o_id, note)
         );
         CREATE UNIQUE INDEX t_note_idx ON t (note) WHERE note IS NOT NULL;
+        CREATE INDEX t_recent_idx ON t (o_id, id DESC);
         INSERT INTO t (o_id, note, cfg) VALUES ('x', 'it''s', '[1]'::jsonb), (NULL, NULL, '2');
     """)
     table = schema.tables["t"]
@@ -575,7 +628,9 @@ def test_postgres_parser_reads_columns_keys_and_seeds() -> None:
     assert table.primary_key == ("id",)
     assert table.uniques == {("o_id", "note")}
     assert table.foreign_keys == {("o_id", "o", "id", "SET NULL")}
-    assert schema.indexes == {"t_note_idx": Index("t", ("note",), unique=True, partial=True)}
+    assert schema.indexes == {
+        "t_note_idx": Index("t", ("note",), unique=True, partial=True),
+        "t_recent_idx": Index("t", ("o_id", "id DESC"), unique=False, partial=False)}
     assert schema.seeds == [Seed("t", ("o_id", "note", "cfg"), 2,
                                  [("x", "it's", Json("[1]")), (None, None, "2")])]
     with pytest.raises(ValueError, match="unexpected statement"):
