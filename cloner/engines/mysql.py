@@ -24,6 +24,10 @@ MariaDB differs from PostgreSQL in ways that shape this module:
   itself is seen from rather than to ``%``.
 - There is no partial revoke: app's write access to ``schema_info`` is
   refused by triggers instead of by a REVOKE.
+- Schema migrations (``cloner migrate``) cannot be transactional either: a
+  step runs statement by statement and is recorded once it has fully run; one
+  that fails part-way is undone by restoring the pre-migration backup
+  (``engines/mysql_migrations.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import pymysql
 
 from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
+from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import (
     CheckResult,
     Credentials,
@@ -55,10 +60,12 @@ from cloner.domain import (
     sql_identifier,
     volume_name,
 )
+from cloner.engines import mysql_migrations as my_migrations
 from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
 from cloner.engines.postgres import _looks_like_plaintext_secret
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
+from cloner.migrations.errors import MigrationError
 from cloner.runtime.base import ContainerSpec, Runtime
 from cloner.secrets import TENANT_ROLES
 
@@ -82,6 +89,11 @@ TEMPLATE_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION"
 )
+#: The session templates and migration steps run in.
+TEMPLATE_SESSION = {"sql_mode": TEMPLATE_SQL_MODE, "time_zone": "+00:00",
+                    "foreign_key_checks": "ON"}
+#: How long dropping a tenant database waits for metadata locks of sessions it cannot end.
+DROP_LOCK_WAIT_S = 30
 BACKUP_FORMAT = "mariadb-dump-sql-gzip"
 #: Written by mariadb-dump as its last line when it finished.
 _DUMP_COMPLETE = b"-- Dump completed"
@@ -93,6 +105,7 @@ _ER_DBACCESS_DENIED = 1044
 _ER_ACCESS_DENIED = 1045
 _ER_TABLEACCESS_DENIED = 1142
 _ER_ACCESS_DENIED_NO_PASSWORD = 1698
+_ER_NO_SUCH_THREAD = 1094
 #: Refusals: what a privilege check answers.
 _DENIED = frozenset({_ER_DBACCESS_DENIED, _ER_ACCESS_DENIED, _ER_TABLEACCESS_DENIED, 1143,
                      1227, 1370, 1410, _ER_ACCESS_DENIED_NO_PASSWORD})
@@ -549,9 +562,8 @@ class MysqlEngine:
             log.warning("mysql.template_reset_partial_apply", database=target.database)
             await self._reset_database(target)
         async with self._session(target, "owner") as conn, conn.cursor() as cur:
-            await cur.execute(f"SET SESSION sql_mode = {_literal(TEMPLATE_SQL_MODE)}")
-            await cur.execute("SET SESSION time_zone = '+00:00'")
-            await cur.execute("SET SESSION foreign_key_checks = 1")
+            for variable, value in TEMPLATE_SESSION.items():
+                await cur.execute(f"SET SESSION {variable} = %s", (value,))
             for template in templates.files:
                 started = time.monotonic()
                 for statement in split_statements(template.read()):
@@ -1075,6 +1087,76 @@ class MysqlEngine:
             for table, column in columns if _looks_like_plaintext_secret(str(column))
         ]
         return warnings
+
+    # ------------------------------------------------------------- migrations
+    # MigrationHooks (cloner.engines.base); the SQL lives in engines/mysql_migrations.py.
+
+    #: MariaDB commits each DDL statement on its own: a step that fails part-way is
+    #: undone by restoring the pre-migration backup, never by its down step.
+    transactional_ddl = False
+
+    async def migration_state(self, target: TenantTarget) -> MigrationState:
+        """Root version and applied steps from the tenant's ``schema_info``."""
+        async with self._session(target) as conn:
+            return await my_migrations.read_state(conn, target.tenant_id)
+
+    async def apply_migration_step(
+        self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float
+    ) -> AppliedMigration:
+        """One step, statement by statement as the owner, recorded once every statement ran.
+
+        The script is split before anything runs, so one that cannot be split
+        (an unclosed quote, ``DELIMITER``) changes nothing.
+        """
+        text = await asyncio.to_thread(script.read)
+        try:
+            statements = split_statements(text)
+        except TemplateError as exc:
+            raise MigrationError(
+                f"tenant {target.tenant_id}: {script.label}: {exc.message}") from exc
+        async with self._session(target, "owner") as conn:
+            return await my_migrations.apply_step(
+                conn, target.tenant_id, target.database, script=script,
+                statements=statements, session=TEMPLATE_SESSION,
+                lock_timeout_s=lock_timeout_s,
+            )
+
+    async def realign_migration_checksum(
+        self, target: TenantTarget, applied: AppliedMigration, checksum: str
+    ) -> None:
+        """Record ``checksum`` for an applied step (``migrate repair``)."""
+        async with self._session(target) as conn:
+            await my_migrations.realign(conn, target.tenant_id, applied, checksum)
+
+    async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
+        """Tables, columns, keys, CHECKs, indexes, triggers, grants by role kind."""
+        kinds = {cred.username: role for role, cred in target.credentials.roles.items()}
+        kinds[SUPERUSER] = "superuser"
+        kinds[SOCKET_ACCOUNT] = "socket"
+        own_pattern = grant_pattern(target.database)[1:-1].replace("``", "`")
+        async with self._session(target, no_database=True) as conn:
+            return await my_migrations.catalogue(conn, target.database, own_pattern, kinds)
+
+    async def drop_database(self, target: TenantTarget) -> None:
+        """End the sessions still in the database, then drop it.
+
+        PostgreSQL's ``DROP DATABASE … WITH (FORCE)``: a session left in it (an
+        application that ignored ``migrating``) would otherwise hold its
+        metadata locks and stall the drop.
+        """
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE DB = %s AND ID <> CONNECTION_ID()", (target.database,),
+            )
+            for (session_id,) in await cur.fetchall():
+                try:
+                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
+                except pymysql.err.MySQLError as exc:
+                    if error_code(exc) != _ER_NO_SUCH_THREAD:
+                        raise
+            await cur.execute("SET SESSION lock_wait_timeout = %s", (DROP_LOCK_WAIT_S,))
+            await cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.database)}")
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``mysql://user:password@host:port/database``."""

@@ -491,7 +491,8 @@ async def test_template_validate_applies_mysql_and_reports(tmp_path: Path) -> No
     settings = make_settings(tmp_path / "data", templates_dir=templates)
     async with App.open(settings) as app:
         try:
-            shipped = [await validate_templates(app, [Engine.MYSQL], v) for v in ("v1.0", "v1.1")]
+            shipped = [await validate_templates(app, [Engine.MYSQL], v)
+                       for v in ("v1.0", "v1.1", "v1.2")]
             smelly = await validate_templates(app, [Engine.MYSQL], "v8.0")
             broken = await validate_templates(app, [Engine.MYSQL], "v8.1")
             leftovers = await app.runtime.owned()

@@ -177,7 +177,7 @@ def _tables(sql: str) -> dict[str, set[str]]:
     return tables
 
 
-@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("version", ["v1.0", "v1.1", "v1.2"])
 @pytest.mark.parametrize("industry", [None, "technology", "healthcare", "finance"])
 def test_mysql_templates_have_the_postgres_tables_and_columns(
     version: str, industry: str | None
@@ -212,7 +212,7 @@ def test_every_mysql_table_is_innodb_utf8mb4() -> None:
 def test_catalog_verifies_and_lists_mysql() -> None:
     """versions.json and industries.json carry the mysql files' real checksums."""
     catalog = Catalog(REPO / "templates", REPO / "industry_templates")
-    assert catalog.versions("mysql") == ["v1.0", "v1.1"]
+    assert catalog.versions("mysql") == ["v1.0", "v1.1", "v1.2"]
     assert catalog.overlays_for("mysql") == ["finance", "healthcare", "technology"]
     resolved = catalog.resolve("mysql", "v1.1", Industry.FINANCE)
     for template in resolved.files:
