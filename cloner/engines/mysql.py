@@ -56,13 +56,14 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     container_name,
     sql_identifier,
     volume_name,
 )
 from cloner.engines import mysql_migrations as my_migrations
 from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
-from cloner.engines.postgres import _looks_like_plaintext_secret
+from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.migrations.errors import MigrationError
@@ -871,35 +872,19 @@ class MysqlEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        name = "other_tenants_refuse_credentials"
-        limiter = asyncio.Semaphore(8)
-        creds = [target.credentials.roles[r] for r in ("owner", "app")]
-
-        async def attempt(neighbour: Neighbour, username: str, password: str) -> str:
+        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
             # Logins are server-wide in MariaDB: a refused login is refused for
             # every database, so one attempt per endpoint and credential.
-            async with limiter:
-                try:
-                    conn = await self._raw_connect(
-                        neighbour.endpoint, username, password, None, timeout_s=3
-                    )
-                except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
-                    return "refused" if error_code(exc) in _LOGIN_REFUSED else "unreachable"
-                await _close(conn)
-                return "accepted"
+            try:
+                conn = await self._raw_connect(
+                    neighbour.endpoint, cred.username, cred.password, None, timeout_s=3
+                )
+            except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+                return "refused" if error_code(exc) in _LOGIN_REFUSED else "unreachable"
+            await _close(conn)
+            return "accepted"
 
-        pairs = [(n, c) for n in neighbours for c in creds]
-        results = await asyncio.gather(*(attempt(n, c.username, c.password) for n, c in pairs))
-        accepted = sorted({n.tenant_id for (n, _c), r in zip(pairs, results, strict=True)
-                           if r == "accepted"})
-        if accepted:
-            return CheckResult(name, False, f"credentials accepted by: {', '.join(accepted)}")
-        return CheckResult(
-            name, True,
-            f"owner and app credentials refused by {len(neighbours)} other tenant endpoint(s)"
-            f" ({results.count('refused')} attempts refused, "
-            f"{results.count('unreachable')} unreachable)",
-        )
+        return await neighbours_refuse(target, neighbours, attempt)
 
     # ---------------------------------------------------------------- backups
 
@@ -1084,7 +1069,7 @@ class MysqlEngine:
         ]
         warnings += [
             f"column {table}.{column} looks like a plaintext secret"
-            for table, column in columns if _looks_like_plaintext_secret(str(column))
+            for table, column in columns if looks_like_plaintext_secret(str(column))
         ]
         return warnings
 

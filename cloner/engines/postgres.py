@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +22,14 @@ import asyncpg
 
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
-from cloner.domain import CheckResult, Credentials, Endpoint, Engine, sql_identifier
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    Engine,
+    RoleCredential,
+    sql_identifier,
+)
 from cloner.engines import postgres_migrations as pg_migrations
 from cloner.engines.base import (
     BackupResult,
@@ -32,6 +38,7 @@ from cloner.engines.base import (
     Placement,
     TenantTarget,
 )
+from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
@@ -461,43 +468,21 @@ class PostgresEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        name = "other_tenants_refuse_credentials"
-        limiter = asyncio.Semaphore(8)
-        creds = [target.credentials.roles[r] for r in ("owner", "app")]
+        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
+            for database in (neighbour.database, target.database):
+                try:
+                    conn = await self._connect(
+                        neighbour.endpoint, cred.username, cred.password, database, timeout_s=3
+                    )
+                except _AUTH_ERRORS:
+                    continue
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    return "unreachable"
+                await conn.close(timeout=5)
+                return "accepted"
+            return "refused"
 
-        async def attempt(neighbour: Neighbour, username: str, password: str) -> str:
-            async with limiter:
-                for database in (neighbour.database, target.database):
-                    try:
-                        conn = await self._connect(
-                            neighbour.endpoint, username, password, database, timeout_s=3
-                        )
-                    except _AUTH_ERRORS:
-                        continue
-                    except (OSError, TimeoutError, asyncpg.PostgresError,
-                            asyncpg.InterfaceError):
-                        return "unreachable"
-                    await conn.close(timeout=5)
-                    return "accepted"
-                return "refused"
-
-        results = await asyncio.gather(*(
-            attempt(n, c.username, c.password) for n in neighbours for c in creds
-        ))
-        accepted = sorted({
-            n.tenant_id for n, r in zip(
-                [n for n in neighbours for _ in creds], results, strict=True
-            ) if r == "accepted"
-        })
-        if accepted:
-            return CheckResult(name, False, f"credentials accepted by: {', '.join(accepted)}")
-        refused = results.count("refused")
-        unreachable = results.count("unreachable")
-        return CheckResult(
-            name, True,
-            f"owner and app credentials refused by {len(neighbours)} other tenant endpoint(s)"
-            f" ({refused} attempts refused, {unreachable} unreachable)",
-        )
+        return await neighbours_refuse(target, neighbours, attempt)
 
     # ---------------------------------------------------------------- backups
 
@@ -616,7 +601,7 @@ class PostgresEngine:
         warnings += [f"foreign key {r['conname']} on {r['tbl']} has no index" for r in fk_unindexed]
         warnings += [
             f"column {r['table_name']}.{r['column_name']} looks like a plaintext secret"
-            for r in columns if _looks_like_plaintext_secret(r["column_name"])
+            for r in columns if looks_like_plaintext_secret(r["column_name"])
         ]
         return warnings
 
@@ -671,14 +656,6 @@ class PostgresEngine:
             f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
         )
 
-
-_SECRETISH = re.compile(r"(pass(word|wd)?|pwd|secret|api_?key|token)$")
-_HASHED = re.compile(r"(hash|digest|hmac|salt|encrypted|_enc)")
-
-
-def _looks_like_plaintext_secret(column: str) -> bool:
-    lowered = column.lower()
-    return bool(_SECRETISH.search(lowered)) and not _HASHED.search(lowered)
 
 
 def _magic(path: Path) -> bytes:

@@ -40,6 +40,7 @@ from cloner.engines.base import (
     Placement,
     TenantTarget,
 )
+from cloner.engines.checks import looks_like_plaintext_secret
 from cloner.errors import BackupError, ClonerError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
@@ -131,7 +132,7 @@ class SqliteEngine:
         return await asyncio.to_thread(_row_counts, _path(target))
 
     async def template_warnings(self, target: TenantTarget) -> list[str]:
-        """Tables without PK, FKs without a leading index, password-looking columns."""
+        """Tables without PK, FKs without a leading index, secret-looking columns."""
         return await asyncio.to_thread(_warnings, _path(target))
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
@@ -531,8 +532,6 @@ def _warnings(path: Path) -> list[str]:
             for fk in conn.execute(f"PRAGMA foreign_key_list({quote_ident(table)})").fetchall():
                 if fk[1] == 0 and fk[3] not in indexed:  # first column of each key
                     warnings.append(f"foreign key {table}.{fk[3]} has no index")
-            for col in columns:
-                lowered = str(col[1]).lower()
-                if "password" in lowered and "hash" not in lowered:
-                    warnings.append(f"column {table}.{col[1]} looks like a password")
+            warnings += [f"column {table}.{col[1]} looks like a plaintext secret"
+                         for col in columns if looks_like_plaintext_secret(str(col[1]))]
     return warnings

@@ -284,7 +284,7 @@ async def test_warnings_name_missing_fk_index_and_password_column(
     target = await _provisioned(root, "acme", templates)
     warnings = await ENGINE.template_warnings(target)
     assert "foreign key users.org_id has no index" in warnings
-    assert "column users.password looks like a password" in warnings
+    assert "column users.password looks like a plaintext secret" in warnings
     assert not any("has no primary key" in w for w in warnings)
 
 

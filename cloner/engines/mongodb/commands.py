@@ -15,7 +15,7 @@ from urllib.parse import quote
 from cloner.catalog import TemplateFile
 from cloner.catalog.mongo_template import NOW, MongoCollection, MongoTemplate
 from cloner.domain import Credentials, Endpoint
-from cloner.engines.postgres import _looks_like_plaintext_secret
+from cloner.engines.checks import looks_like_plaintext_secret
 from cloner.errors import TemplateError
 from cloner.secrets import TENANT_ROLES
 
@@ -376,6 +376,6 @@ def design_warnings(
             if field_name.endswith("_id") and field_name != "_id" and "objectId" in type_list \
                     and field_name not in leading:
                 warnings.append(f"reference {name}.{field_name} has no index")
-            if _looks_like_plaintext_secret(field_name):
+            if looks_like_plaintext_secret(field_name):
                 warnings.append(f"field {name}.{field_name} looks like a plaintext secret")
     return warnings

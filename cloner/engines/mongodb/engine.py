@@ -23,6 +23,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     container_name,
     sql_identifier,
     volume_name,
@@ -34,6 +35,7 @@ from cloner.engines.base import (
     Placement,
     TenantTarget,
 )
+from cloner.engines.checks import Outcome, neighbours_refuse
 from cloner.engines.mongodb.archive import verified_backup
 from cloner.engines.mongodb.commands import (
     ADMIN_DB,
@@ -562,38 +564,22 @@ class MongoEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        name = "other_tenants_refuse_credentials"
-        limiter = asyncio.Semaphore(8)
-        creds = [target.credentials.roles[r] for r in ("owner", "app")]
+        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
+            for auth_source in (neighbour.database, target.database):
+                try:
+                    async with self._client(neighbour.endpoint, cred.username, cred.password,
+                                            auth_source, timeout_s=3) as client:
+                        await client.admin.command("ping")
+                except OperationFailure as exc:
+                    if exc.code == AUTHENTICATION_FAILED:
+                        continue
+                    return "unreachable"
+                except PyMongoError:
+                    return "unreachable"
+                return "accepted"
+            return "refused"
 
-        async def attempt(neighbour: Neighbour, username: str, password: str) -> str:
-            async with limiter:
-                for auth_source in (neighbour.database, target.database):
-                    try:
-                        async with self._client(neighbour.endpoint, username, password,
-                                                auth_source, timeout_s=3) as client:
-                            await client.admin.command("ping")
-                    except OperationFailure as exc:
-                        if exc.code == AUTHENTICATION_FAILED:
-                            continue
-                        return "unreachable"
-                    except PyMongoError:
-                        return "unreachable"
-                    return "accepted"
-                return "refused"
-
-        pairs = [(n, c) for n in neighbours for c in creds]
-        results = await asyncio.gather(*(attempt(n, c.username, c.password) for n, c in pairs))
-        accepted = sorted({n.tenant_id for (n, _), r in zip(pairs, results, strict=True)
-                           if r == "accepted"})
-        if accepted:
-            return CheckResult(name, False, f"credentials accepted by: {', '.join(accepted)}")
-        return CheckResult(
-            name, True,
-            f"owner and app credentials refused by {len(neighbours)} other tenant endpoint(s)"
-            f" ({results.count('refused')} attempts refused, "
-            f"{results.count('unreachable')} unreachable)",
-        )
+        return await neighbours_refuse(target, neighbours, attempt)
 
     # ---------------------------------------------------------------- backups
 
