@@ -20,6 +20,13 @@ _FORBIDDEN = [
     (re.compile(r"^\s*\\", re.M), "psql meta-commands are not SQL"),
     (re.compile(r"\bOWNER\s+TO\b", re.I), "ownership is set by cloner"),
 ]
+# A sqlite template must not reach outside its own file or change how it is opened.
+_FORBIDDEN_SQLITE = [
+    (re.compile(r"\b(ATTACH|DETACH)\b", re.I), "a sqlite template may not attach other files"),
+    (re.compile(r"\bPRAGMA\b", re.I), "pragmas are set by the sqlite engine"),
+    (re.compile(r"\bVACUUM\b", re.I), "VACUUM (INTO) writes files outside the template"),
+    (re.compile(r"\bload_extension\b", re.I), "extensions are not loaded"),
+]
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
@@ -63,11 +70,12 @@ def strip_literals(sql: str) -> tuple[str, str | None]:
     return "".join(out), None
 
 
-def lint_sql(sql: str) -> list[str]:
-    """Errors found in template SQL (empty list = fine)."""
+def lint_sql(sql: str, engine: str | None = None) -> list[str]:
+    """Errors found in template SQL (empty list = fine); ``engine`` adds its own rules."""
     body, unclosed = strip_literals(sql)
+    rules = _FORBIDDEN + (_FORBIDDEN_SQLITE if engine == "sqlite" else [])
     errors = [f"{reason}: {m.group(0).strip()!r}"
-              for pattern, reason in _FORBIDDEN for m in [pattern.search(body)] if m]
+              for pattern, reason in rules for m in [pattern.search(body)] if m]
     if unclosed:
         errors.append(unclosed)
     elif body.count("(") != body.count(")"):
@@ -83,4 +91,4 @@ def lint_template(engine: str, text: str) -> list[str]:
         from cloner.catalog.mongo_template import lint_mongo_template
 
         return lint_mongo_template(text)
-    return lint_sql(text)
+    return lint_sql(text, engine)

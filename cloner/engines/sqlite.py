@@ -41,6 +41,7 @@ from cloner.engines.base import (
     TenantTarget,
 )
 from cloner.engines.checks import looks_like_plaintext_secret
+from cloner.engines.sqlite_migrations import plain_sql_only
 from cloner.errors import BackupError, ClonerError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
@@ -272,8 +273,14 @@ def _build_template(path: Path, templates: ResolvedTemplates) -> None:
             started = time.monotonic()
             try:
                 # executescript would COMMIT first; run statement by statement instead.
-                for statement in split_statements(template.read()):
-                    conn.execute(statement)
+                # The authorizer keeps a template from attaching another file (another
+                # tenant's, say), changing pragmas or ending the transaction.
+                conn.set_authorizer(plain_sql_only)
+                try:
+                    for statement in split_statements(template.read()):
+                        conn.execute(statement)
+                finally:
+                    conn.set_authorizer(None)
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
                 raise TemplateError(

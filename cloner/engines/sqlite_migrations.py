@@ -118,7 +118,8 @@ def read_state(path: Path, tenant_id: str, timeout_s: float) -> MigrationState:
         raise MigrationError(f"tenant {tenant_id}: cannot read schema_info: {exc}") from exc
 
 
-def _plain_sql_only(action: int, arg1: str | None, *_rest: object) -> int:
+def plain_sql_only(action: int, arg1: str | None, *_rest: object) -> int:
+    """SQLite authorizer: deny ATTACH/DETACH, transaction control and writing pragmas."""
     if action in _REFUSED_ACTIONS or (
         action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in _READ_ONLY_PRAGMAS
     ):
@@ -173,7 +174,7 @@ def _apply_locked(
             f"but the database is at {state.current_version}"
         )
     started = time.monotonic()
-    conn.set_authorizer(_plain_sql_only)
+    conn.set_authorizer(plain_sql_only)
     done = 0
     try:
         for statement in statements:

@@ -301,3 +301,27 @@ async def test_new_request_replaces_files_of_an_earlier_incarnation(
     await _tenant(root, "acme", "req-2")
     assert not Path(first.endpoint.path or "").exists()
     assert await host.is_live("acme")
+
+
+def test_a_template_cannot_attach_another_file_or_change_pragmas(tmp_path: Path) -> None:
+    """The build's authorizer denies ATTACH and pragmas even if lint was skipped."""
+    victim = tmp_path / "other-tenant.sqlite3"
+    sqlite3.connect(victim).close()
+    for sneaky in (f"ATTACH DATABASE '{victim}' AS other;", "PRAGMA foreign_keys = OFF;"):
+        bad = ResolvedTemplates(
+            _template(tmp_path / "schema.sql", "root", "sqlite", ROOT_SQL + sneaky + "\n"), None
+        )
+        with pytest.raises(TemplateError, match="not authorized"):
+            prebuilt_template(tmp_path / "cache", bad)
+
+
+def test_lint_refuses_sqlite_escape_hatches_only_for_sqlite() -> None:
+    """ATTACH / PRAGMA / VACUUM / load_extension are sqlite lint errors, not elsewhere."""
+    from cloner.catalog import lint_template
+
+    for sql in ("ATTACH DATABASE 'x' AS y;", "PRAGMA writable_schema = 1;",
+                "VACUUM INTO '/tmp/copy';", "SELECT load_extension('x');"):
+        assert lint_template("sqlite", "CREATE TABLE t (a INTEGER);\n" + sql), sql
+    harmless = "CREATE TABLE t (attachment TEXT); -- PRAGMA in a comment\n"
+    assert lint_template("sqlite", harmless) == []
+    assert lint_template("postgres", "CREATE TABLE t (a int);\nVACUUM;\n") == []
