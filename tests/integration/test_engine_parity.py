@@ -11,26 +11,31 @@ the way an application would connect); the scenario itself is shared.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomysql
 import asyncpg
 import pymysql
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 
 from cloner.app import App
-from cloner.domain import Endpoint, Status
-from cloner.engines import TenantTarget
+from cloner.domain import Endpoint, Engine, Status
+from cloner.engines import TenantTarget, get_engine
 from cloner.tenants import TenantService
 from tests.conftest import make_settings, remove_owned, require_docker
 from tests.integration.helpers import connect, run_workers, target_of
+from tests.integration.test_mongodb_provisioning import MONGO_IMAGE, require_mongo_image
 
 pytestmark = [pytest.mark.slow]
 
+#: Server error codes (docs: "Error Codes"): not authorized, authentication failed.
+MONGO_UNAUTHORIZED, MONGO_AUTHENTICATION_FAILED = 13, 18
 VERSION = "v1.1"  # every engine ships it; the scenario writes to its customers table
 ROWS = 7
 
@@ -185,8 +190,63 @@ class MysqlClient:
         return False
 
 
+class MongoClient:
+    """pymongo's AsyncMongoClient from the DSN applications get (authSource = tenant db)."""
+
+    @staticmethod
+    def _client(target: TenantTarget, role: str) -> AsyncMongoClient[Any]:
+        cred = target.credentials.roles[role]
+        dsn = get_engine(Engine.MONGODB).dsn(target.endpoint, cred.username, cred.password)
+        return AsyncMongoClient(dsn, serverSelectionTimeoutMS=5000)
+
+    @staticmethod
+    def _customer(i: int) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {"name": f"c{i}", "email": f"c{i}@parity.example", "created_at": now,
+                "updated_at": now}
+
+    async def add_customers(self, target: TenantTarget, count: int) -> None:
+        client = self._client(target, "app")
+        try:
+            await client[target.database].customers.insert_many(
+                [self._customer(i) for i in range(count)])
+        finally:
+            await client.close()
+
+    async def count_customers(self, target: TenantTarget, role: str) -> int:
+        client = self._client(target, role)
+        try:
+            return int(await client[target.database].customers.count_documents({}))
+        finally:
+            await client.close()
+
+    async def readonly_write_refused(self, target: TenantTarget) -> bool:
+        client = self._client(target, "readonly")
+        try:
+            await client[target.database].customers.insert_one(self._customer(-1))
+        except OperationFailure as exc:
+            return exc.code == MONGO_UNAUTHORIZED
+        finally:
+            await client.close()
+        return False
+
+    async def refused_elsewhere(self, target: TenantTarget, other: TenantTarget) -> bool:
+        cred = target.credentials.roles["app"]
+        client: AsyncMongoClient[Any] = AsyncMongoClient(
+            host=other.endpoint.host, port=other.endpoint.port, username=cred.username,
+            password=cred.password, authSource=other.database, serverSelectionTimeoutMS=5000,
+        )
+        try:
+            await client[other.database].command("ping")
+        except OperationFailure as exc:
+            return exc.code == MONGO_AUTHENTICATION_FAILED
+        finally:
+            await client.close()
+        return False
+
+
 CLIENTS: dict[str, Client] = {"postgres": PostgresClient(), "sqlite": SqliteClient(),
-                              "mysql": MysqlClient()}
+                              "mysql": MysqlClient(), "mongodb": MongoClient()}
 NEEDS_DOCKER = {"postgres", "mysql", "mongodb"}
 
 
@@ -195,9 +255,11 @@ async def engine_app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         tuple[str, App]]:
     """(engine, App) for every engine with a client adapter that this machine can run."""
     engine = str(request.param)
-    if engine in NEEDS_DOCKER:
+    if engine == "mongodb":
+        require_mongo_image()  # skips, saying why, where no mongo image can exist
+    elif engine in NEEDS_DOCKER:
         require_docker()
-    settings = make_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data", mongo_image=MONGO_IMAGE)
     async with App.open(settings) as app:
         try:
             yield engine, app
@@ -262,6 +324,4 @@ def test_parity_covers_every_engine_this_machine_can_run() -> None:
     from cloner.engines import available_engines
 
     runnable = {e.value for e in available_engines()}
-    if not os.environ.get("CLONER_MONGO_IMAGE"):
-        runnable.discard("mongodb")  # no server can exist here (see the mongodb tests)
     assert runnable <= set(CLIENTS), f"no parity client for {sorted(runnable - set(CLIENTS))}"
