@@ -64,6 +64,7 @@ from cloner.domain import (
 from cloner.engines import mysql_migrations as my_migrations
 from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
 from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
+from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.migrations.errors import MigrationError
@@ -296,6 +297,8 @@ class MysqlEngine:
     #: Connection-level faults are raised as ``NotReady`` (transient) by this
     #: module; this one can escape mid-query when the server goes away.
     transient_errors: tuple[type[BaseException], ...] = (pymysql.err.InterfaceError,)
+    #: A refused login or an unreachable server, when opening or acquiring a pooled connection.
+    pool_connect_errors: tuple[type[BaseException], ...] = (pymysql.err.MySQLError,)
 
     def database_name(self, tenant_id: str) -> str:
         """``acme-corp`` → ``acme_corp``."""
@@ -1149,6 +1152,57 @@ class MysqlEngine:
             f"mysql://{quote(username, safe='')}:{quote(password, safe='')}"
             f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
         )
+
+    async def open_pool(
+        self, endpoint: Endpoint, username: str, password: str, options: PoolOptions
+    ) -> PoolLike:
+        """An ``aiomysql.Pool`` of autocommit utf8mb4 sessions, behind ``PoolLike``.
+
+        ``max_statement_time`` (MariaDB) is the command timeout, enforced by the
+        server; ``LOAD DATA LOCAL`` is off so a hostile server cannot read
+        client files.
+        """
+        # aiomysql's connect_timeout bounds the TCP connect only; this bounds the
+        # handshake and login of the first min_size connections too.
+        async with asyncio.timeout(options.connect_timeout_s * max(options.min_size, 1)):
+            pool = await aiomysql.create_pool(
+                minsize=options.min_size, maxsize=options.max_size,
+                host=endpoint.host, port=endpoint.port, user=username, password=password,
+                db=endpoint.database, connect_timeout=options.connect_timeout_s,
+                charset=DB_CHARSET, autocommit=True, local_infile=False,
+                program_name=options.application_name,
+                init_command=f"SET SESSION max_statement_time = {options.command_timeout_s:g}",
+            )
+        return _AiomysqlPool(pool)
+
+
+class _AiomysqlPool:
+    """``aiomysql.Pool`` with asyncpg's pool shape: acquire timeout, awaitable close."""
+
+    def __init__(self, pool: aiomysql.Pool) -> None:
+        self._pool = pool
+
+    async def acquire(
+        self, *, timeout: float | None = None,  # noqa: ASYNC109 - asyncpg.Pool.acquire's signature
+    ) -> aiomysql.Connection:
+        # aiomysql waits for a free connection without bound; TimeoutError after
+        # ``timeout`` is what TenantPools reports as an exhausted pool.
+        async with asyncio.timeout(timeout):
+            return await self._pool.acquire()
+
+    async def release(self, connection: aiomysql.Connection) -> None:
+        # An open transaction makes aiomysql close the connection instead of reusing it.
+        await self._pool.release(connection)
+
+    async def close(self) -> None:
+        self._pool.close()
+        await self._pool.wait_closed()
+
+    def terminate(self) -> None:
+        self._pool.terminate()
+
+    def get_idle_size(self) -> int:
+        return int(self._pool.freesize)
 
 
 async def _close(conn: aiomysql.Connection) -> None:

@@ -39,6 +39,7 @@ from cloner.engines.base import (
     TenantTarget,
 )
 from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
+from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
@@ -76,6 +77,10 @@ class PostgresEngine:
     container_port = 5432
     transient_errors: tuple[type[BaseException], ...] = (
         asyncpg.CannotConnectNowError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+    )
+    #: What asyncpg raises opening a pool or a pooled connection the server refuses.
+    pool_connect_errors: tuple[type[BaseException], ...] = (
+        asyncpg.PostgresError, asyncpg.InterfaceError,
     )
 
     def database_name(self, tenant_id: str) -> str:
@@ -656,6 +661,18 @@ class PostgresEngine:
             f"@{endpoint.host}:{endpoint.port}/{endpoint.database}"
         )
 
+    async def open_pool(
+        self, endpoint: Endpoint, username: str, password: str, options: PoolOptions
+    ) -> PoolLike:
+        """An ``asyncpg.Pool``: it resets session state when a connection comes back."""
+        pool: PoolLike = await asyncpg.create_pool(
+            host=endpoint.host, port=endpoint.port, database=endpoint.database,
+            user=username, password=password,
+            min_size=options.min_size, max_size=options.max_size,
+            command_timeout=options.command_timeout_s, timeout=options.connect_timeout_s,
+            ssl=False, server_settings={"application_name": options.application_name},
+        )
+        return pool
 
 
 def _magic(path: Path) -> bytes:

@@ -24,6 +24,14 @@ class TenantUnavailable(errors.ClonerError):
         self.tenant_id = tenant_id
 
 
+class PoolsNotSupported(TenantUnavailable):
+    """The tenant's engine has no connection pools (sqlite: opened in-process by path)."""
+
+    http_status = 409
+    #: Retrying cannot help: the engine, not the tenant's state, is the reason.
+    transient = False
+
+
 class PoolExhausted(errors.ClonerError):
     """Every pooled connection of the tenant stayed busy for the whole acquire timeout."""
 

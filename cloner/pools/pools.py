@@ -1,7 +1,10 @@
 """Per-tenant connection pools, created lazily from the registry and kept in step with it.
 
-``TenantPools`` hands applications native asyncpg connections of one tenant
-and one role. A pool is opened the first time a (tenant, role) is asked for,
+``TenantPools`` hands applications native connections of one tenant and one
+role: asyncpg for postgres, aiomysql for mysql, a pymongo ``AsyncDatabase`` for
+mongodb. Each engine opens its own pools (``cloner.engines.pooling``); sqlite
+tenants have no server and no logins and are refused (applications open their
+file directly). A pool is opened the first time a (tenant, role) is asked for,
 from the registry's endpoint and decrypted credentials (held in memory only).
 A background task polls the registry's change counter; when it moved, the
 tenants that have pools are read again: a tenant no longer ``ready`` loses its
@@ -21,20 +24,25 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import asyncpg
+from typing import Any
 
 from cloner import constants
 from cloner.controlplane import ControlPlane, SQLiteControlPlane
-from cloner.domain import Credentials, Engine, Status, Tenant, validate_tenant_id
+from cloner.domain import Credentials, Endpoint, Engine, Status, Tenant, validate_tenant_id
+from cloner.engines import Placement, available_engines, get_engine
+from cloner.engines.pooling import PoolFactory, PoolLike, PoolOptions, pool_factory_of
 from cloner.errors import ClonerError, InvalidInput
 from cloner.logging import REDACTOR, get_logger
 from cloner.metrics import Metrics
-from cloner.pools.errors import PoolExhausted, TenantNotFound, TenantUnavailable
+from cloner.pools.errors import (
+    PoolExhausted,
+    PoolsNotSupported,
+    TenantNotFound,
+    TenantUnavailable,
+)
 from cloner.secrets import TENANT_ROLES, Vault
 from cloner.settings import Settings
 
@@ -43,54 +51,31 @@ log = get_logger(__name__)
 #: Roles an application may ask a pool for.
 ROLES = TENANT_ROLES
 
-#: Errors a driver raises when a server is unreachable or refuses a login.
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-)
-
-
-class PoolLike(Protocol):
-    """The part of ``asyncpg.Pool`` that ``TenantPools`` uses (fakes implement it too)."""
-
-    def acquire(self, *, timeout: float | None = None) -> Awaitable[Any]:
-        """A connection, waiting at most ``timeout`` seconds (``TimeoutError`` after)."""
-
-    def release(self, connection: Any) -> Awaitable[None]:
-        """Give a connection back."""
-
-    def close(self) -> Awaitable[None]:
-        """Close gracefully: waits for acquired connections to be released."""
-
-    def terminate(self) -> None:
-        """Close every connection at once."""
-
-    def get_idle_size(self) -> int:
-        """Open connections not handed out."""
-
-
-#: Builds a pool from asyncpg ``create_pool`` keyword arguments.
-PoolFactory = Callable[..., Awaitable[PoolLike]]
+#: Errors that mean "unreachable or refused" whatever the engine.
+_BASE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
 
 _Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class _Target:
-    """Where and as whom one (tenant, role) pool connects."""
+    """Where, how and as whom one (tenant, role) pool connects."""
 
-    host: str
-    port: int
-    database: str
+    engine: Engine
+    endpoint: Endpoint
     username: str
     password: str
 
     def __repr__(self) -> str:  # the password must never reach a log
-        return f"_Target({self.username}@{self.host}:{self.port}/{self.database})"
+        e = self.endpoint
+        return f"_Target({self.engine.value}:{self.username}@{e.host}:{e.port}/{e.database})"
 
     @property
     def fingerprint(self) -> str:
         """Changes when anything the pool connects with changes; reveals nothing."""
-        raw = "\0".join((self.host, str(self.port), self.database, self.username, self.password))
+        e = self.endpoint
+        raw = "\0".join((self.engine.value, str(e.host), str(e.port), str(e.database),
+                         self.username, self.password))
         return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -116,9 +101,10 @@ class _Entry:
 class TenantPools:
     """Connection pools of every tenant an application talks to (see module docstring).
 
-    ``async with pools.acquire("acme", role="app") as conn`` yields an asyncpg
-    connection. ``pool_factory`` defaults to ``asyncpg.create_pool`` and exists
-    so tests can count and inspect pools without a server.
+    ``async with pools.acquire("acme", role="app") as conn`` yields the
+    engine's native connection. ``pool_factory`` defaults to each engine's own
+    ``open_pool``; one factory (for every engine) or a mapping per engine
+    replaces it, so tests can count and inspect pools without a server.
     """
 
     def __init__(
@@ -128,13 +114,16 @@ class TenantPools:
         vault: Vault,
         metrics: Metrics | None = None,
         *,
-        pool_factory: PoolFactory | None = None,
+        pool_factory: PoolFactory | Mapping[Engine, PoolFactory] | None = None,
     ) -> None:
         self.settings = settings
         self.control_plane = control_plane
         self.vault = vault
         self.metrics = metrics or Metrics()
-        self._factory: PoolFactory = pool_factory or asyncpg.create_pool
+        self._factories = _factories(pool_factory)
+        self._connect_errors = _BASE_CONNECT_ERRORS + tuple(
+            {exc for f in self._factories.values() for exc in f.pool_connect_errors}
+        )
         self._acquire_timeout_s = settings.pool_acquire_timeout_s
         # Insertion order is recency: acquire moves a pool to the end, eviction takes the front.
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
@@ -146,7 +135,8 @@ class TenantPools:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, pool_factory: PoolFactory | None = None
+        cls, settings: Settings, *,
+        pool_factory: PoolFactory | Mapping[Engine, PoolFactory] | None = None,
     ) -> AsyncIterator[TenantPools]:
         """Pools for an application that embeds cloner without the daemon.
 
@@ -180,10 +170,12 @@ class TenantPools:
 
     @asynccontextmanager
     async def acquire(self, tenant_id: str, role: str = "app") -> AsyncIterator[Any]:
-        """A pooled asyncpg connection of ``tenant_id`` logged in as ``role``.
+        """A pooled native connection of ``tenant_id`` logged in as ``role``.
 
-        Raises ``TenantNotFound`` (no such tenant), ``TenantUnavailable`` (not
-        ``ready``, or its database refuses connections) or ``PoolExhausted``
+        asyncpg ``Connection`` (postgres), aiomysql ``Connection`` (mysql) or
+        pymongo ``AsyncDatabase`` (mongodb). Raises ``TenantNotFound`` (no such
+        tenant), ``TenantUnavailable`` (not ``ready``, its database refuses
+        connections, or ``PoolsNotSupported`` for sqlite) or ``PoolExhausted``
         (no connection freed within ``pool_acquire_timeout_s``).
         """
         started = time.perf_counter()
@@ -258,7 +250,7 @@ class TenantPools:
                 f"{self._acquire_timeout_s:g}s (pool_max_size={self.settings.pool_max_size}); "
                 "hint: release connections sooner or raise CLONER_POOL_MAX_SIZE",
             ) from None
-        except _CONNECT_ERRORS as exc:
+        except self._connect_errors as exc:
             self.metrics.pool_acquire_failures.labels(reason="connect").inc()
             raise TenantUnavailable(
                 tenant_id, f"tenant {tenant_id!r} refused a {role} connection: "
@@ -279,7 +271,7 @@ class TenantPools:
             counter = await self.control_plane.registry_change_counter()
             try:
                 tenant, creds = await self._load(tenant_id)
-                target = _target(tenant, creds, role)
+                target = self._target(tenant, creds, role)
                 entry = await self._build(key, target, counter)
             except TenantNotFound:
                 self.metrics.pool_acquire_failures.labels(reason="not_found").inc()
@@ -311,19 +303,19 @@ class TenantPools:
     async def _build(self, key: _Key, target: _Target, counter: int) -> _Entry:
         tenant_id, role = key
         s = self.settings
+        options = PoolOptions(
+            min_size=s.pool_min_size, max_size=s.pool_max_size,
+            connect_timeout_s=s.pool_acquire_timeout_s, command_timeout_s=s.pool_command_timeout_s,
+        )
         try:
-            pool = await self._factory(
-                host=target.host, port=target.port, database=target.database,
-                user=target.username, password=target.password,
-                min_size=s.pool_min_size, max_size=s.pool_max_size,
-                command_timeout=s.pool_command_timeout_s,
-                timeout=s.pool_acquire_timeout_s, ssl=False,
-                server_settings={"application_name": "cloner-pools"},
+            pool = await self._factories[target.engine].open_pool(
+                target.endpoint, target.username, target.password, options
             )
-        except _CONNECT_ERRORS as exc:
+        except self._connect_errors as exc:
             raise TenantUnavailable(
-                tenant_id, f"cannot open a {role} pool for tenant {tenant_id!r} at "
-                f"{target.host}:{target.port}: {type(exc).__name__}: {str(exc)[:200]}; "
+                tenant_id, f"cannot open a {role} pool for {target.engine.value} tenant "
+                f"{tenant_id!r} at {target.endpoint.host}:{target.endpoint.port}: "
+                f"{type(exc).__name__}: {str(exc)[:200]}; "
                 f"hint: `cloner tenant show {tenant_id}`",
             ) from exc
         entry = _Entry(
@@ -383,7 +375,7 @@ class TenantPools:
         try:
             async with asyncio.timeout(timeout_s):
                 await entry.pool.close()
-        except _CONNECT_ERRORS as exc:
+        except self._connect_errors as exc:
             log.warning("pools.close_forced", tenant_id=entry.key[0], role=entry.key[1],
                         error=type(exc).__name__)
             entry.pool.terminate()
@@ -415,7 +407,7 @@ class TenantPools:
             tenant, creds, gone = None, None, exc.message
         for key, entry in [(k, e) for k, e in self._entries.items() if k[0] == tenant_id]:
             try:
-                target = _target(tenant, creds, key[1]) if tenant else None
+                target = self._target(tenant, creds, key[1]) if tenant else None
             except TenantUnavailable as exc:
                 gone = exc.message
                 target = None
@@ -451,34 +443,58 @@ class TenantPools:
             del self._entries[key]
             self._retire(entry, forget_metrics=True)
 
+    def _target(self, tenant: Tenant, creds: Credentials | None, role: str) -> _Target:
+        tenant_id = tenant.tenant_id
+        engine = tenant.engine
+        # Checked before the state: no retry will ever give this tenant a pool.
+        if get_engine(engine).placement is Placement.EMBEDDED:
+            raise PoolsNotSupported(
+                tenant_id, f"tenant {tenant_id!r} runs {engine.value}, an embedded database "
+                "with no server and no logins, so it has no connection pools; hint: open its "
+                f"file directly (endpoint.path in `cloner tenant show {tenant_id} --json`)",
+            )
+        if tenant.status is Status.MIGRATING:
+            raise TenantUnavailable(
+                tenant_id, f"tenant {tenant_id!r} is migrating to a new schema version "
+                f"(from {tenant.template_version}); connections are refused until the "
+                "migration has finished: retry shortly",
+            )
+        if tenant.status is not Status.READY:
+            raise TenantUnavailable(
+                tenant_id, f"tenant {tenant_id!r} is {tenant.status.value}, not ready"
+            )
+        if engine not in self._factories:
+            raise PoolsNotSupported(
+                tenant_id, f"tenant {tenant_id!r} runs {engine.value}, which has no pool "
+                f"factory here; pools serve {', '.join(sorted(e.value for e in self._factories))}",
+            )
+        endpoint = tenant.endpoint
+        if (
+            creds is None or role not in creds.roles or endpoint is None
+            or endpoint.host is None or endpoint.port is None or endpoint.database is None
+        ):
+            raise TenantUnavailable(
+                tenant_id, f"tenant {tenant_id!r} has no endpoint or {role} credentials"
+            )
+        cred = creds.roles[role]
+        return _Target(engine, endpoint, cred.username, cred.password)
 
-def _target(tenant: Tenant, creds: Credentials | None, role: str) -> _Target:
-    tenant_id = tenant.tenant_id
-    if tenant.status is Status.MIGRATING:
-        raise TenantUnavailable(
-            tenant_id, f"tenant {tenant_id!r} is migrating to a new schema version "
-            f"(from {tenant.template_version}); connections are refused until the migration "
-            "has finished: retry shortly",
-        )
-    if tenant.status is not Status.READY:
-        raise TenantUnavailable(
-            tenant_id, f"tenant {tenant_id!r} is {tenant.status.value}, not ready"
-        )
-    if tenant.engine is not Engine.POSTGRES:
-        raise TenantUnavailable(
-            tenant_id, f"tenant {tenant_id!r} runs {tenant.engine.value}; "
-            "pools serve postgres tenants only",
-        )
-    endpoint = tenant.endpoint
-    if (
-        creds is None or role not in creds.roles or endpoint is None
-        or endpoint.host is None or endpoint.port is None or endpoint.database is None
-    ):
-        raise TenantUnavailable(
-            tenant_id, f"tenant {tenant_id!r} has no endpoint or {role} credentials"
-        )
-    cred = creds.roles[role]
-    return _Target(endpoint.host, endpoint.port, endpoint.database, cred.username, cred.password)
+
+def _factories(
+    given: PoolFactory | Mapping[Engine, PoolFactory] | None,
+) -> dict[Engine, PoolFactory]:
+    """Pool factory per server engine: the engines' own unless tests give theirs."""
+    if isinstance(given, Mapping):
+        return dict(given)
+    if given is not None:
+        return {engine: given for engine in available_engines()
+                if get_engine(engine).placement is Placement.CONTAINER}
+    factories: dict[Engine, PoolFactory] = {}
+    for engine in available_engines():
+        factory = pool_factory_of(get_engine(engine))
+        if factory is not None:
+            factories[engine] = factory
+    return factories
 
 
 def _secret_key(settings: Settings) -> str:

@@ -7,7 +7,7 @@ so no database server is needed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,18 @@ from cloner.domain import (
     Status,
     TenantSpec,
 )
+from cloner.engines import available_engines, get_engine
+from cloner.engines.pooling import pool_factory_of
 from cloner.errors import InvalidInput
 from cloner.metrics import Metrics
-from cloner.pools import PoolExhausted, TenantNotFound, TenantPools, TenantUnavailable
+from cloner.pools import (
+    PoolExhausted,
+    PoolOptions,
+    PoolsNotSupported,
+    TenantNotFound,
+    TenantPools,
+    TenantUnavailable,
+)
 from cloner.secrets import Vault, generate_credentials
 from cloner.settings import Settings
 from tests.conftest import make_settings
@@ -44,9 +53,15 @@ class FakeConnection:
 class FakePool:
     """A pool that hands out up to ``max_size`` fake connections and records its closing."""
 
-    def __init__(self, kwargs: dict[str, Any], *, hang_on_close: bool = False) -> None:
-        self.kwargs = kwargs
-        self._free = asyncio.Semaphore(kwargs["max_size"])
+    def __init__(
+        self, endpoint: Endpoint, username: str, password: str, options: PoolOptions, *,
+        hang_on_close: bool = False,
+    ) -> None:
+        self.endpoint = endpoint
+        self.username = username
+        self.password = password
+        self.options = options
+        self._free = asyncio.Semaphore(options.max_size)
         self.in_use = 0
         self.closed = False
         self.terminated = False
@@ -86,21 +101,29 @@ class FakePool:
 
 
 class FakeFactory:
-    """Records every pool it builds, in order."""
+    """A ``PoolFactory`` for every engine that records each pool it builds, in order."""
+
+    pool_connect_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, *, hang_on_close: bool = False) -> None:
         self.pools: list[FakePool] = []
         self.hang_on_close = hang_on_close
+        #: Raised by the next ``open_pool`` calls instead of building a pool.
+        self.refuse_with: BaseException | None = None
 
-    async def __call__(self, **kwargs: Any) -> FakePool:
-        """Build a fake pool from asyncpg.create_pool keyword arguments."""
-        pool = FakePool(kwargs, hang_on_close=self.hang_on_close)
+    async def open_pool(
+        self, endpoint: Endpoint, username: str, password: str, options: PoolOptions
+    ) -> FakePool:
+        """Build a fake pool (or refuse like a server that is not there)."""
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        pool = FakePool(endpoint, username, password, options, hang_on_close=self.hang_on_close)
         self.pools.append(pool)
         return pool
 
     def for_tenant(self, prefix: str) -> list[FakePool]:
         """Pools built for one tenant (by username prefix), oldest first."""
-        return [p for p in self.pools if str(p.kwargs["user"]).startswith(prefix)]
+        return [p for p in self.pools if p.username.startswith(prefix)]
 
 
 @dataclass
@@ -113,15 +136,19 @@ class Env:
     metrics: Metrics
     pools: TenantPools
 
-    async def ready(self, tenant_id: str, port: int = 5432) -> Credentials:
-        """Register a ready postgres tenant with fresh credentials; return them."""
-        spec = TenantSpec(tenant_id, Engine.POSTGRES, Industry.NONE, "v1.1")
+    async def ready(
+        self, tenant_id: str, port: int = 5432, engine: Engine = Engine.POSTGRES
+    ) -> Credentials:
+        """Register a ready tenant of ``engine`` with fresh credentials; return them."""
+        spec = TenantSpec(tenant_id, engine, Industry.NONE, "v1.1")
         await self.cp.enqueue(spec, RequestKind.PROVISION, tenant_id, {})
         await self.cp.update_tenant(tenant_id, TenantUpdate(status=Status.PROVISIONING))
         creds = generate_credentials(tenant_id.replace("-", "_"))
+        endpoint = (Endpoint(path=f"/data/sqlite/{tenant_id}.sqlite3")
+                    if engine is Engine.SQLITE
+                    else Endpoint(host="127.0.0.1", port=port, database=tenant_id))
         await self.cp.update_tenant(tenant_id, TenantUpdate(
-            status=Status.READY,
-            endpoint=Endpoint(host="127.0.0.1", port=port, database=tenant_id),
+            status=Status.READY, endpoint=endpoint,
             credentials_token=self.vault.seal_credentials(creds),
         ))
         return creds
@@ -131,14 +158,18 @@ class Env:
         return self.metrics.registry.get_sample_value(name, labels)
 
 
-async def _env(tmp_path: Path, factory: FakeFactory, **overrides: object) -> Env:
+async def _env(
+    tmp_path: Path, factory: FakeFactory, *,
+    pool_factory: Mapping[Engine, FakeFactory] | None = None, **overrides: object,
+) -> Env:
     values: dict[str, object] = {"pool_refresh_interval_s": 3600.0}
     values.update(overrides)
     settings: Settings = make_settings(tmp_path / "data", **values)
     cp = SQLiteControlPlane(tmp_path / "cp.sqlite3")
     await cp.open()
     vault, metrics = Vault(Vault.new_key()), Metrics()
-    pools = TenantPools(settings, cp, vault, metrics, pool_factory=factory)
+    pools = TenantPools(settings, cp, vault, metrics,
+                        pool_factory=factory if pool_factory is None else pool_factory)
     return Env(cp, vault, factory, metrics, pools)
 
 
@@ -170,13 +201,11 @@ async def test_acquire_builds_pool_from_registry_with_role_credentials(env: Env)
     async with env.pools.acquire("acme", role="readonly") as conn:
         assert isinstance(conn, FakeConnection)
     [pool] = env.factory.pools
-    assert pool.kwargs["host"] == "127.0.0.1"
-    assert pool.kwargs["port"] == 49153
-    assert pool.kwargs["database"] == "acme"
-    assert pool.kwargs["user"] == creds.roles["readonly"].username
-    assert pool.kwargs["password"] == creds.roles["readonly"].password
-    assert (pool.kwargs["min_size"], pool.kwargs["max_size"]) == (1, 20)
-    assert pool.kwargs["command_timeout"] == 60.0
+    assert pool.endpoint == Endpoint(host="127.0.0.1", port=49153, database="acme")
+    assert pool.username == creds.roles["readonly"].username
+    assert pool.password == creds.roles["readonly"].password
+    assert pool.options == PoolOptions(min_size=1, max_size=20, connect_timeout_s=30.0,
+                                       command_timeout_s=60.0)
 
 
 async def test_second_acquire_reuses_the_warm_pool(env: Env) -> None:
@@ -225,6 +254,82 @@ async def test_tenant_not_ready_raises_tenant_unavailable(env: Env) -> None:
     assert env.sample("cloner_pool_acquire_failures_total", reason="unavailable") == 1
 
 
+async def test_each_engine_gets_pools_from_its_own_factory(tmp_path: Path) -> None:
+    """postgres, mysql and mongodb tenants are pooled by the factory of their engine."""
+    factories = {Engine.POSTGRES: FakeFactory(), Engine.MYSQL: FakeFactory(),
+                 Engine.MONGODB: FakeFactory()}
+    e = await _env(tmp_path, FakeFactory(), pool_factory=factories)
+    try:
+        for tenant_id, engine in (("pg-t", Engine.POSTGRES), ("my-t", Engine.MYSQL),
+                                  ("mongo-t", Engine.MONGODB)):
+            creds = await e.ready(tenant_id, engine=engine)
+            async with e.pools.acquire(tenant_id, role="readonly") as conn:
+                assert conn.pool is factories[engine].pools[-1]
+            assert conn.pool.username == creds.roles["readonly"].username
+        assert [len(f.pools) for f in factories.values()] == [1, 1, 1]
+        assert e.factory.pools == []
+    finally:
+        await e.pools.close()
+        await e.cp.close()
+
+
+async def test_engine_without_a_factory_is_refused_for_good(tmp_path: Path) -> None:
+    """A ready tenant whose engine has no factory is refused, not retried, and says why."""
+    e = await _env(tmp_path, FakeFactory(), pool_factory={Engine.POSTGRES: FakeFactory()})
+    try:
+        await e.ready("my-t", engine=Engine.MYSQL)
+        with pytest.raises(PoolsNotSupported, match="mysql, which has no pool factory") as caught:
+            async with e.pools.acquire("my-t"):
+                pass
+        assert caught.value.tenant_id == "my-t"
+        assert not caught.value.transient
+    finally:
+        await e.pools.close()
+        await e.cp.close()
+
+
+async def test_sqlite_tenant_is_refused_with_a_hint_to_open_its_file(env: Env) -> None:
+    """sqlite has no server or logins: acquire refuses, naming the file route, opens nothing."""
+    await env.ready("lite", engine=Engine.SQLITE)
+    with pytest.raises(PoolsNotSupported, match="embedded database") as caught:
+        async with env.pools.acquire("lite"):
+            pass
+    assert isinstance(caught.value, TenantUnavailable)
+    assert "endpoint.path" in caught.value.message
+    assert (caught.value.transient, caught.value.http_status) == (False, 409)
+    assert env.factory.pools == []
+    assert env.sample("cloner_pool_acquire_failures_total", reason="unavailable") == 1
+
+
+def test_server_engines_own_a_pool_factory_and_sqlite_does_not() -> None:
+    """By default every container engine opens its own pools; the embedded one has none."""
+    have = {e for e in available_engines() if pool_factory_of(get_engine(e)) is not None}
+    assert have == {Engine.POSTGRES, Engine.MYSQL, Engine.MONGODB}
+    assert pool_factory_of(get_engine(Engine.SQLITE)) is None
+
+
+async def test_engine_specific_connect_error_becomes_tenant_unavailable(tmp_path: Path) -> None:
+    """A factory's own ``pool_connect_errors`` are reported as TenantUnavailable."""
+
+    class DriverRefused(Exception):
+        """Stands in for a client library's login error."""
+
+    class Refusing(FakeFactory):
+        pool_connect_errors = (DriverRefused,)
+
+    refusing = Refusing()
+    refusing.refuse_with = DriverRefused("access denied")
+    e = await _env(tmp_path, FakeFactory(), pool_factory={Engine.MYSQL: refusing})
+    try:
+        await e.ready("my-t", engine=Engine.MYSQL)
+        with pytest.raises(TenantUnavailable, match=r"mysql tenant 'my-t'.*DriverRefused"):
+            async with e.pools.acquire("my-t"):
+                pass
+    finally:
+        await e.pools.close()
+        await e.cp.close()
+
+
 async def test_unknown_role_is_invalid_input(env: Env) -> None:
     """Only owner, app and readonly pools exist."""
     await env.ready("acme")
@@ -237,10 +342,7 @@ async def test_error_messages_carry_no_secret(env: Env) -> None:
     """A refused pool names the tenant and endpoint, never a password."""
     creds = await env.ready("acme")
 
-    async def refuse(**kwargs: Any) -> FakePool:
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    env.pools._factory = refuse
+    env.factory.refuse_with = ConnectionRefusedError(111, "Connection refused")
     with pytest.raises(TenantUnavailable) as caught:
         async with env.pools.acquire("acme"):
             pass
@@ -354,7 +456,7 @@ async def test_credential_change_swaps_pool_and_keeps_running_connection(env: En
             credentials_token=env.vault.seal_credentials(new_creds)))
         await env.pools.refresh()
         old, new = env.factory.pools
-        assert new.kwargs["password"] == new_creds.roles["app"].password
+        assert new.password == new_creds.roles["app"].password
         async with env.pools.acquire("acme") as fresh:
             assert fresh.pool is new
         await asyncio.sleep(0.05)
@@ -374,7 +476,7 @@ async def test_endpoint_change_swaps_pool(env: Env) -> None:
         endpoint=Endpoint(host="127.0.0.1", port=40001, database="acme")))
     await env.pools.refresh()
     async with env.pools.acquire("acme") as conn:
-        assert conn.pool.kwargs["port"] == 40001
+        assert conn.pool.endpoint.port == 40001
 
 
 async def test_unrelated_registry_change_keeps_the_pool(env: Env) -> None:

@@ -63,6 +63,7 @@ from cloner.engines.mongodb.commands import (
     seed_command,
     tool_config,
 )
+from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, ClonerError, EngineError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.runtime.base import ContainerSpec, Runtime
@@ -151,6 +152,8 @@ class MongoEngine:
     superuser = "root"
     container_port = MONGO_PORT
     transient_errors: tuple[type[BaseException], ...] = (ConnectionFailure,)
+    #: Unreachable server (``AutoReconnect``, server selection) or refused login.
+    pool_connect_errors: tuple[type[BaseException], ...] = (PyMongoError,)
 
     def database_name(self, tenant_id: str) -> str:
         """``acme-corp`` → ``acme_corp`` (the same name the role usernames derive from)."""
@@ -703,3 +706,79 @@ class MongoEngine:
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``mongodb://user:password@host:port/db?authSource=db``."""
         return mongo_uri(endpoint, username, password, str(endpoint.database))
+
+    async def open_pool(
+        self, endpoint: Endpoint, username: str, password: str, options: PoolOptions
+    ) -> PoolLike:
+        """One ``AsyncMongoClient`` (itself a connection pool) lent out as the tenant database.
+
+        With ``min_size`` > 0 the login is proven with a ``ping`` before the
+        pool is handed over, as the SQL engines' pools do by connecting.
+        """
+        database = str(endpoint.database)
+        await _reachable(endpoint, options.connect_timeout_s)
+        client_kwargs = client_options(endpoint, username, password, database,
+                                       options.connect_timeout_s)
+        client_kwargs.update(
+            appname=options.application_name, maxPoolSize=options.max_size,
+            minPoolSize=options.min_size,
+            socketTimeoutMS=max(int(options.command_timeout_s * 1000), 100),
+        )
+        client: Client = AsyncMongoClient(**client_kwargs)
+        try:
+            if options.min_size > 0:
+                async with asyncio.timeout(options.connect_timeout_s):
+                    await client[database].command("ping")
+        except BaseException:
+            await client.close()
+            raise
+        return _MongoPool(client, database, options.max_size)
+
+
+class _MongoPool:
+    """Leases of one client's database handle, at most ``max_size`` at a time.
+
+    A database handle is not a connection: pymongo checks sockets out per
+    operation. The leases give ``TenantPools`` what it counts for every engine
+    (connections in use, ``PoolExhausted`` when all stay busy) and let
+    ``close`` wait for work in flight before the client's sockets go.
+    """
+
+    def __init__(self, client: Client, database: str, max_size: int) -> None:
+        self._client = client
+        self._database = client[database]
+        self._max_size = max_size
+        self._slots = asyncio.Semaphore(max_size)
+        self._leased = 0
+        self._returned = asyncio.Event()
+        self._returned.set()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def acquire(
+        self, *, timeout: float | None = None,  # noqa: ASYNC109 - asyncpg.Pool.acquire's signature
+    ) -> Database:
+        async with asyncio.timeout(timeout):
+            await self._slots.acquire()
+        self._leased += 1
+        self._returned.clear()
+        return self._database
+
+    async def release(self, connection: Database) -> None:  # noqa: ARG002 - PoolLike's signature
+        self._leased -= 1
+        self._slots.release()
+        if self._leased == 0:
+            self._returned.set()
+
+    async def close(self) -> None:
+        await self._returned.wait()
+        await self._client.close()
+
+    def terminate(self) -> None:
+        # close() is a coroutine in pymongo's async API; the task is kept so it runs to the end.
+        task = asyncio.get_running_loop().create_task(self._client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def get_idle_size(self) -> int:
+        """Leases free (pymongo keeps the sockets themselves)."""
+        return self._max_size - self._leased
