@@ -36,16 +36,23 @@ import pytest
 from cloner.app import App
 from cloner.catalog.migrations import AppliedMigration, Direction, MigrationCatalog
 from cloner.domain import Status
-from cloner.engines.base import MigrationHooks, TenantTarget
 from cloner.migrations.catalogue import diff_catalogues
 from cloner.migrations.errors import MigrationConflict, MigrationError
-from cloner.migrations.rollout import Rollout, RolloutOptions, RolloutResult
-from cloner.migrations.runner import migration_hooks
+from cloner.migrations.rollout import RolloutResult
 from cloner.tenants import TenantService
 from tests.conftest import make_settings, remove_owned, require_docker
-from tests.integration.helpers import run_workers, target_of
+from tests.integration.helpers import target_of
+from tests.migration_support import (
+    assert_same_schema,
+    catalogue,
+    provision_versions,
+    reach,
+    rollout,
+    version_in_db,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+ACTOR = "cli:mym-test"
 
 REPO = Path(__file__).resolve().parents[2]
 CLONER = Path(sys.executable).with_name("cloner")
@@ -54,38 +61,19 @@ _ER_LOCK_WAIT_TIMEOUT = 1205
 
 
 # ------------------------------------------------------------------ helpers
-
-
 async def provision(app: App, specs: list[tuple[str, str, str]]) -> None:
-    """Provision mysql (tenant, version, industry) triples with three workers; all ready."""
-    service = TenantService(app)
-    requests = [await service.create(t, "mysql", industry, version, actor="cli:mym-test")
-                for t, version, industry in specs]
-    await run_workers(app, [r.id for r in requests], workers=3)
-    for tenant_id, version, _industry in specs:
-        tenant = await service.get(tenant_id)
-        assert (tenant.status, tenant.template_version) == (Status.READY, version), tenant.error
+    """Provision mysql (tenant, version, industry) triples; all must be ready."""
+    await provision_versions(app, "mysql", specs, ACTOR)
 
 
-async def reach(app: App, tenant_id: str) -> tuple[MigrationHooks, TenantTarget]:
-    """Migration hooks and connection target of a tenant."""
-    tenant = await TenantService(app).get(tenant_id)
-    engine, target = await app.services.target(tenant)
-    return migration_hooks(engine), target
+async def migrate(app: App, target: str, *tenants: str, **options: Any) -> RolloutResult:
+    """Run a mysql rollout in-process."""
+    return await rollout(app, "mysql", target, *tenants, actor=ACTOR, **options)
 
 
-async def catalogue(app: App, tenant_id: str) -> dict[str, Any]:
-    """The tenant's schema catalogue, read from its database."""
-    hooks, target = await reach(app, tenant_id)
-    return await hooks.schema_catalogue(target)
 
 
-async def assert_same_schema(app: App, fresh: str, migrated: str) -> None:
-    """Fail with the list of differences unless both tenants have the same catalogue."""
-    expected, actual = await catalogue(app, fresh), await catalogue(app, migrated)
-    differences = diff_catalogues(expected, actual)
-    assert differences == [], f"{migrated} differs from {fresh}:\n" + "\n".join(differences)
-    assert expected == actual
+
 
 
 def down_from_12_record(applied: AppliedMigration) -> AppliedMigration:
@@ -98,17 +86,6 @@ def areas(differences: list[str]) -> set[str]:
     return {".".join(re.split(r"[.\[]", line[2:])[:2]) for line in differences}
 
 
-async def migrate(app: App, target: str, *tenants: str, **options: Any) -> RolloutResult:
-    """Run a mysql rollout in-process."""
-    return await Rollout(app.services, RolloutOptions(
-        target_version=target, engine="mysql", tenants=tenants, actor="cli:mym-test",
-        **options)).run()
-
-
-async def version_in_db(app: App, tenant_id: str) -> str:
-    """What the tenant database's schema_info says."""
-    hooks, target = await reach(app, tenant_id)
-    return (await hooks.migration_state(target)).current_version
 
 
 @asynccontextmanager

@@ -27,65 +27,43 @@ import pytest
 
 from cloner.app import App
 from cloner.domain import Status
-from cloner.engines.base import MigrationHooks, TenantTarget
 from cloner.migrations.catalogue import diff_catalogues
-from cloner.migrations.rollout import Rollout, RolloutOptions, RolloutResult
-from cloner.migrations.runner import migration_hooks
+from cloner.migrations.rollout import RolloutResult
 from cloner.tenants import TenantService
 from tests.conftest import make_settings, remove_owned, require_docker
 from tests.integration.helpers import connect, run_workers, target_of
+from tests.migration_support import (
+    assert_same_schema,
+    catalogue,
+    provision_versions,
+    reach,
+    rollout,
+    version_in_db,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+ACTOR = "cli:mig-test"
 
 REPO = Path(__file__).resolve().parents[2]
 CLONER = Path(sys.executable).with_name("cloner")
 
 
 # ------------------------------------------------------------------ helpers
-
-
 async def provision(app: App, specs: list[tuple[str, str, str]]) -> None:
-    """Provision (tenant, version, industry) triples with three workers; all must be ready."""
-    service = TenantService(app)
-    requests = [await service.create(t, "postgres", industry, version, actor="cli:mig-test")
-                for t, version, industry in specs]
-    await run_workers(app, [r.id for r in requests], workers=3)
-    for tenant_id, version, _industry in specs:
-        tenant = await service.get(tenant_id)
-        assert (tenant.status, tenant.template_version) == (Status.READY, version), tenant.error
-
-
-async def reach(app: App, tenant_id: str) -> tuple[MigrationHooks, TenantTarget]:
-    """Migration hooks and connection target of a tenant."""
-    tenant = await TenantService(app).get(tenant_id)
-    engine, target = await app.services.target(tenant)
-    return migration_hooks(engine), target
-
-
-async def catalogue(app: App, tenant_id: str) -> dict[str, Any]:
-    """The tenant's schema catalogue, read from its database."""
-    hooks, target = await reach(app, tenant_id)
-    return await hooks.schema_catalogue(target)
-
-
-async def assert_same_schema(app: App, fresh: str, migrated: str) -> None:
-    """Fail with the list of differences unless both tenants have the same catalogue."""
-    expected, actual = await catalogue(app, fresh), await catalogue(app, migrated)
-    differences = diff_catalogues(expected, actual)
-    assert differences == [], f"{migrated} differs from {fresh}:\n" + "\n".join(differences)
-    assert expected == actual
+    """Provision postgres (tenant, version, industry) triples; all must be ready."""
+    await provision_versions(app, "postgres", specs, ACTOR)
 
 
 async def migrate(app: App, target: str, *tenants: str, **options: Any) -> RolloutResult:
-    """Run a rollout in-process."""
-    return await Rollout(app.services, RolloutOptions(
-        target_version=target, tenants=tenants, actor="cli:mig-test", **options)).run()
+    """Run a postgres rollout in-process."""
+    return await rollout(app, "postgres", target, *tenants, actor=ACTOR, **options)
 
 
-async def version_in_db(app: App, tenant_id: str) -> str:
-    """What the tenant database's schema_info says."""
-    hooks, target = await reach(app, tenant_id)
-    return (await hooks.migration_state(target)).current_version
+
+
+
+
+
 
 
 async def fill_core(app: App, tenant_id: str, n: int) -> None:

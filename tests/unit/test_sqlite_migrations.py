@@ -43,17 +43,23 @@ from cloner.catalog.migrations import (
     MigrationScript,
 )
 from cloner.domain import Credentials, Endpoint, Industry, RoleCredential, Status
-from cloner.engines.base import MigrationHooks, TenantTarget
+from cloner.engines.base import TenantTarget
 from cloner.engines.sqlite import SqliteEngine
 from cloner.engines.sqlite_migrations import normalise_sql
 from cloner.migrations.catalogue import diff_catalogues
 from cloner.migrations.errors import MigrationConflict, MigrationError
-from cloner.migrations.rollout import Rollout, RolloutOptions, RolloutResult
-from cloner.migrations.runner import migration_hooks
+from cloner.migrations.rollout import RolloutResult
 from cloner.migrations.status import repair
 from cloner.tenants import TenantService
 from tests.conftest import make_settings
-from tests.integration.helpers import run_workers
+from tests.migration_support import (
+    assert_same_schema,
+    catalogue,
+    provision_versions,
+    reach,
+    rollout,
+    version_in_db,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CLONER = Path(sys.executable).with_name("cloner")
@@ -61,6 +67,18 @@ ENGINE = SqliteEngine()
 
 
 # ------------------------------------------------------------ fleet helpers
+
+ACTOR = "cli:sqm-test"
+
+
+async def provision(app: App, specs: list[tuple[str, str, str]]) -> None:
+    """Provision sqlite (tenant, version, industry) triples; all must be ready."""
+    await provision_versions(app, "sqlite", specs, ACTOR)
+
+
+async def migrate(app: App, target: str, *tenants: str, **options: Any) -> RolloutResult:
+    """Run a sqlite rollout in-process."""
+    return await rollout(app, "sqlite", target, *tenants, actor=ACTOR, **options)
 
 
 @pytest.fixture
@@ -79,22 +97,6 @@ async def app_on_copy(tmp_path: Path) -> AsyncIterator[App]:
         yield opened
 
 
-async def provision(app: App, specs: list[tuple[str, str, str]]) -> None:
-    """Provision (tenant, version, industry) sqlite tenants with real workers; all ready."""
-    service = TenantService(app)
-    requests = [await service.create(t, "sqlite", industry, version, actor="cli:sqm-test")
-                for t, version, industry in specs]
-    await run_workers(app, [r.id for r in requests], workers=2, timeout_s=60)
-    for tenant_id, version, _industry in specs:
-        tenant = await service.get(tenant_id)
-        assert (tenant.status, tenant.template_version) == (Status.READY, version), tenant.error
-
-
-async def reach(app: App, tenant_id: str) -> tuple[MigrationHooks, TenantTarget]:
-    """Migration hooks and target of a tenant."""
-    tenant = await TenantService(app).get(tenant_id)
-    engine, target = await app.services.target(tenant)
-    return migration_hooks(engine), target
 
 
 async def path_of(app: App, tenant_id: str) -> Path:
@@ -104,31 +106,8 @@ async def path_of(app: App, tenant_id: str) -> Path:
     return Path(target.endpoint.path)
 
 
-async def catalogue(app: App, tenant_id: str) -> dict[str, Any]:
-    """The tenant's schema catalogue, read from its file."""
-    hooks, target = await reach(app, tenant_id)
-    return await hooks.schema_catalogue(target)
 
 
-async def assert_same_schema(app: App, fresh: str, migrated: str) -> None:
-    """Fail with the list of differences unless both tenants have the same catalogue."""
-    expected, actual = await catalogue(app, fresh), await catalogue(app, migrated)
-    differences = diff_catalogues(expected, actual)
-    assert differences == [], f"{migrated} differs from {fresh}:\n" + "\n".join(differences)
-    assert expected == actual
-
-
-async def migrate(app: App, target: str, *tenants: str, **options: Any) -> RolloutResult:
-    """Run a sqlite rollout in-process."""
-    return await Rollout(app.services, RolloutOptions(
-        target_version=target, engine="sqlite", tenants=tenants, actor="cli:sqm-test",
-        **options)).run()
-
-
-async def version_in_db(app: App, tenant_id: str) -> str:
-    """What the tenant file's schema_info says."""
-    hooks, target = await reach(app, tenant_id)
-    return (await hooks.migration_state(target)).current_version
 
 
 @contextmanager
