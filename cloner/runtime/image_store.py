@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloner.domain import Engine
+from cloner.engines import Placement, available_engines, get_engine
 from cloner.errors import ImageError
 from cloner.logging import get_logger
 from cloner.runtime.docker import DockerRuntime
 
 log = get_logger(__name__)
 
-#: Engines that run in a container (sqlite does not).
-CONTAINER_ENGINES = (Engine.POSTGRES, Engine.MYSQL, Engine.MONGODB)
+#: Engines that run in a container and so need an image (sqlite does not).
+CONTAINER_ENGINES = tuple(
+    e for e in available_engines() if get_engine(e).placement is Placement.CONTAINER
+)
 #: Container engines without an offline recipe (Debian ships no such server), with the
 #: setting that names their image: used when present or pullable, never built.
 NO_OFFLINE_RECIPE: dict[Engine, str] = {Engine.MONGODB: "CLONER_MONGO_IMAGE"}
