@@ -208,7 +208,8 @@ class EmbeddedHost:
 
     async def diagnostics(self, tenant_id: str) -> str:
         folder = self.tenant_dir(tenant_id)
-        return f"directory {folder} {'exists' if folder.is_dir() else 'is missing'}"
+        there = await asyncio.to_thread(folder.is_dir)
+        return f"directory {folder} {'exists' if there else 'is missing'}"
 
     async def ensure_running(self, target: TenantTarget) -> None:
         path = target.endpoint.path
@@ -217,14 +218,16 @@ class EmbeddedHost:
 
     async def is_live(self, tenant_id: str) -> bool:
         folder = self.tenant_dir(tenant_id)
-        return folder.is_dir() and not (folder / STOPPED_MARKER).exists()
+        return await asyncio.to_thread(
+            lambda: folder.is_dir() and not (folder / STOPPED_MARKER).exists()
+        )
 
     async def has_data(self, tenant_id: str) -> bool:
-        return self.tenant_dir(tenant_id).is_dir()
+        return await asyncio.to_thread(self.tenant_dir(tenant_id).is_dir)
 
     async def stop(self, tenant_id: str) -> None:
         folder = self.tenant_dir(tenant_id)
-        if folder.is_dir():
+        if await asyncio.to_thread(folder.is_dir):
             await asyncio.to_thread((folder / STOPPED_MARKER).touch, 0o600)
 
     async def remove_data(self, tenant_id: str) -> None:
