@@ -46,9 +46,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
-    container_name,
     sql_identifier,
-    volume_name,
 )
 from cloner.engines.base import (
     BackupResult,
@@ -511,13 +509,10 @@ class FakeEngine:
     ) -> ContainerSpec:
         """A minimal spec honouring the defaults (image, bind host, network, limits)."""
         self._enter_sync("container_spec", tenant_id)
-        return ContainerSpec(
-            name=container_name(tenant_id), image=defaults.image, labels=dict(labels),
-            volume_name=volume_name(tenant_id), volume_mount="/data",
-            port=self.container_port, bind_host=defaults.bind_host, network=defaults.network,
-            user="999:999", env={"BOOTSTRAP_PASSWORD": credentials.bootstrap_password},
-            memory_limit_bytes=defaults.memory_limit_bytes, nano_cpus=defaults.nano_cpus,
-            pids_limit=defaults.pids_limit, shm_size_bytes=defaults.shm_size_bytes,
+        return defaults.tenant_spec(
+            tenant_id, dict(labels), uid=999, port=self.container_port, volume_mount="/data",
+            env={"BOOTSTRAP_PASSWORD": credentials.bootstrap_password}, command=(),
+            private_dirs={},
         )
 
     async def _enter_within(

@@ -13,23 +13,18 @@ an error: a released version never changes silently.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloner.backups import sha256_of
 from cloner.domain import Engine, Industry, validate_version
 from cloner.errors import TemplateError, TemplateNotFound
 
 ROOT_FILES = {"postgres": "schema.sql", "mysql": "schema.sql", "sqlite": "schema.sql",
               "mongodb": "root.json"}
 OVERLAY_SUFFIX = {"postgres": "sql", "mysql": "sql", "sqlite": "sql", "mongodb": "json"}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -177,7 +172,7 @@ class Catalog:
     ) -> TemplateFile:
         if not path.is_file():
             raise TemplateError(f"template file {path} is missing")
-        actual = sha256_file(path)
+        actual = sha256_of(path)
         if expected is None:
             raise TemplateError(f"{path} has no recorded checksum")
         if actual != expected:

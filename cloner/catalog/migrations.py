@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cloner.catalog.catalog import sha256_file
+from cloner.backups import sha256_of
 from cloner.catalog.lint import lint_template
 from cloner.domain import validate_version
 from cloner.errors import InvalidInput, TemplateError
@@ -260,7 +260,7 @@ class MigrationCatalog:
 def _verified(path: Path, expected: object) -> str:
     if not path.is_file():
         raise TemplateError(f"migration file {path} is missing")
-    actual = sha256_file(path)
+    actual = sha256_of(path)
     if not isinstance(expected, str) or actual != expected:
         raise TemplateError(
             f"{path} does not match its manifest: checksum {actual[:12]}… ≠ recorded "

@@ -19,7 +19,14 @@ from typing import Any, Protocol
 from cloner import constants
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
-from cloner.domain import CheckResult, Credentials, Endpoint, Engine
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    Engine,
+    container_name,
+    volume_name,
+)
 from cloner.runtime.base import ContainerSpec, Runtime
 
 
@@ -83,6 +90,35 @@ class ContainerDefaults:
     connection_limit: int
     #: ``Settings.mysql_innodb_buffer_pool_mb``; only the mysql engine reads it.
     mysql_innodb_buffer_pool_mb: int = constants.MYSQL_INNODB_BUFFER_POOL_MB
+
+    def tenant_spec(
+        self, tenant_id: str, labels: dict[str, str], *, uid: int, port: int,
+        volume_mount: str, env: dict[str, str], command: tuple[str, ...],
+        private_dirs: dict[str, str],
+    ) -> ContainerSpec:
+        """A tenant container the way cloner runs every engine.
+
+        Its own name, volume and labels; the port published on the bind host
+        only, on the tenant network; running as ``uid`` on a read-only root with
+        a private ``/tmp``; the configured memory, CPU, pid and shm limits. The
+        engine adds its data directory, environment, command and
+        ``private_dirs`` (path → mode): small tmpfs owned by ``uid``, because
+        Docker mounts a tmpfs root-owned and servers keep sockets and pid files
+        there.
+        """
+        tmpfs = {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - in the container
+        tmpfs.update({
+            path: f"rw,nosuid,nodev,size=1m,uid={uid},gid={uid},mode={mode}"
+            for path, mode in private_dirs.items()
+        })
+        return ContainerSpec(
+            name=container_name(tenant_id), image=self.image, labels=labels,
+            volume_name=volume_name(tenant_id), volume_mount=volume_mount, port=port,
+            bind_host=self.bind_host, network=self.network, user=f"{uid}:{uid}",
+            env=env, command=command, tmpfs=tmpfs, read_only=True,
+            memory_limit_bytes=self.memory_limit_bytes, nano_cpus=self.nano_cpus,
+            pids_limit=self.pids_limit, shm_size_bytes=self.shm_size_bytes,
+        )
 
 
 class EngineDriver(Protocol):

@@ -57,9 +57,7 @@ from cloner.domain import (
     Endpoint,
     Engine,
     RoleCredential,
-    container_name,
     sql_identifier,
-    volume_name,
 )
 from cloner.engines import mysql_migrations as my_migrations
 from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
@@ -314,16 +312,9 @@ class MysqlEngine:
         official ``mariadb`` image gets exactly what the offline image gets.
         """
         pool_mb = defaults.mysql_innodb_buffer_pool_mb
-        return ContainerSpec(
-            name=container_name(tenant_id),
-            image=defaults.image,
-            labels=labels,
-            volume_name=volume_name(tenant_id),
+        return defaults.tenant_spec(
+            tenant_id, labels, uid=MYSQL_UID_NUM, port=self.container_port,
             volume_mount=DATADIR,
-            port=self.container_port,
-            bind_host=defaults.bind_host,
-            network=defaults.network,
-            user=MYSQL_UID,
             env={
                 "MARIADB_ROOT_PASSWORD": credentials.bootstrap_password,
                 # The official image loads zoneinfo into mysql.* at initialisation
@@ -355,14 +346,7 @@ class MysqlEngine:
             ),
             # Owned by the engine uid explicitly: Docker mounts a tmpfs root-owned,
             # and mariadbd must create its socket and pid file there.
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 - in the container
-                   "/run/mysqld": f"rw,nosuid,nodev,size=1m,uid={MYSQL_UID_NUM},"
-                                  f"gid={MYSQL_UID_NUM},mode=0755"},
-            read_only=True,
-            memory_limit_bytes=defaults.memory_limit_bytes,
-            nano_cpus=defaults.nano_cpus,
-            pids_limit=defaults.pids_limit,
-            shm_size_bytes=defaults.shm_size_bytes,
+            private_dirs={"/run/mysqld": "0755"},
         )
 
     # -------------------------------------------------------------- connecting

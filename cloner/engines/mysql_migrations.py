@@ -34,8 +34,8 @@ import aiomysql
 import pymysql
 
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
-from cloner.engines.postgres_migrations import state_from_rows
 from cloner.migrations.errors import MigrationConflict, MigrationError
+from cloner.migrations.recorded import already_applied, state_from_rows
 
 if TYPE_CHECKING:
     from cloner.engines.mysql import Statement
@@ -135,15 +135,8 @@ async def _apply_locked(
 ) -> AppliedMigration:
     # Read under the lock: no other run can record a step before this one has.
     state = state_from_rows(tenant_id, await _state_rows(cur))
-    last = state.applied[-1] if state.applied else None
-    if (last is not None and last.record_name == script.record_name
-            and last.version == script.to_version):
-        return last  # applied by an earlier, interrupted run of the same rollout
-    if state.current_version != script.from_version:
-        raise MigrationConflict(
-            f"tenant {tenant_id}: {script.label} starts from {script.from_version} "
-            f"but the database is at {state.current_version}"
-        )
+    if (recorded := already_applied(state, script, tenant_id)) is not None:
+        return recorded
     started = time.monotonic()
     for done, statement in enumerate(statements):
         try:

@@ -10,7 +10,6 @@ before any tenant credential exists.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from urllib.parse import quote
 
 import asyncpg
 
+from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import (
@@ -92,18 +92,9 @@ class PostgresEngine:
         defaults: ContainerDefaults,
     ) -> ContainerSpec:
         """Non-root, read-only root fs, no capabilities; data on the tenant volume."""
-        from cloner.domain import container_name, volume_name
-
-        return ContainerSpec(
-            name=container_name(tenant_id),
-            image=defaults.image,
-            labels=labels,
-            volume_name=volume_name(tenant_id),
+        return defaults.tenant_spec(
+            tenant_id, labels, uid=POSTGRES_UID_NUM, port=self.container_port,
             volume_mount=PGDATA,
-            port=self.container_port,
-            bind_host=defaults.bind_host,
-            network=defaults.network,
-            user=POSTGRES_UID,
             env={
                 "POSTGRES_PASSWORD": credentials.bootstrap_password,
                 "PGDATA": PGDATA,
@@ -117,14 +108,7 @@ class PostgresEngine:
             ),
             # Owned by the engine uid explicitly: without uid/gid Docker mounts the
             # tmpfs root-owned and postgres cannot create its socket lock file.
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 - in the container
-                   "/var/run/postgresql": f"rw,nosuid,nodev,size=1m,uid={POSTGRES_UID_NUM},"
-                                          f"gid={POSTGRES_UID_NUM},mode=0700"},
-            read_only=True,
-            memory_limit_bytes=defaults.memory_limit_bytes,
-            nano_cpus=defaults.nano_cpus,
-            pids_limit=defaults.pids_limit,
-            shm_size_bytes=defaults.shm_size_bytes,
+            private_dirs={"/var/run/postgresql": "0700"},
         )
 
     # -------------------------------------------------------------- connecting
@@ -511,7 +495,7 @@ class PostgresEngine:
             partial.unlink(missing_ok=True)
             raise BackupError(f"pg_dump of {target.tenant_id} produced no valid archive")
         entries = await self._restorable_entries(runtime, target.container_name, partial)
-        digest = await asyncio.to_thread(_sha256, partial)
+        digest = await asyncio.to_thread(sha256_of, partial)
         partial.chmod(0o600)
         partial.replace(dest)
         return BackupResult(dest, size, digest, "pg_dump-custom", entries)
@@ -678,11 +662,3 @@ class PostgresEngine:
 def _magic(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(5)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -16,13 +16,13 @@ the database's current version, and the registry keeps the full history.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
-from cloner.migrations.errors import MigrationConflict, MigrationError
+from cloner.migrations.errors import MigrationError
+from cloner.migrations.recorded import already_applied, state_from_rows
 
 _STATE = """
 SELECT kind, name, version, checksum, applied_at, duration_ms
@@ -32,22 +32,6 @@ SELECT kind, name, version, checksum, applied_at, duration_ms
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def state_from_rows(tenant_id: str, rows: Sequence[Any]) -> MigrationState:
-    """A ``MigrationState`` from ``schema_info`` rows (oldest first)."""
-    root = next((r for r in rows if r["kind"] == "root"), None)
-    if root is None:
-        raise MigrationError(
-            f"tenant {tenant_id}: schema_info records no root template; "
-            "the database was not provisioned by cloner"
-        )
-    applied = tuple(
-        AppliedMigration.from_record(r["name"], r["version"], r["checksum"], r["applied_at"],
-                                     r["duration_ms"])
-        for r in rows if r["kind"] == "migration"
-    )
-    return MigrationState(str(root["version"]), applied)
 
 
 async def read_state(conn: asyncpg.Connection, tenant_id: str) -> MigrationState:
@@ -68,15 +52,8 @@ async def apply_step(
         # this lock cannot change before the commit (plain SELECTs are not blocked).
         await conn.execute("LOCK TABLE public.schema_info IN SHARE ROW EXCLUSIVE MODE")
         state = state_from_rows(tenant_id, await conn.fetch(_STATE))
-        last = state.applied[-1] if state.applied else None
-        if (last is not None and last.record_name == script.record_name
-                and last.version == script.to_version):
-            return last  # applied by an earlier, interrupted run of the same rollout
-        if state.current_version != script.from_version:
-            raise MigrationConflict(
-                f"tenant {tenant_id}: {script.label} starts from {script.from_version} "
-                f"but the database is at {state.current_version}"
-            )
+        if (recorded := already_applied(state, script, tenant_id)) is not None:
+            return recorded
         # As the owner, exactly like the templates: new objects are owned by it and pick
         # up the app/readonly default privileges set at provisioning.
         await conn.execute(f"SET LOCAL ROLE {_quote(owner)}")

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
 from cloner.domain import CheckResult, Credentials, Endpoint, Engine
@@ -215,15 +216,6 @@ def _make_private(path: Path) -> None:
             name.chmod(0o600)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(_COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------ templates
 
 
@@ -246,13 +238,13 @@ def prebuilt_template(cache_dir: Path, templates: ResolvedTemplates) -> Path:
     built = cache_dir / f"{key}{FILE_SUFFIX}"
     checksum = cache_dir / f"{key}.sha256"
     if built.is_file() and checksum.is_file():
-        if sha256_file(built) == checksum.read_text().strip():
+        if sha256_of(built) == checksum.read_text().strip():
             return built
         log.warning("sqlite.template_cache_damaged", file=str(built))
     partial = cache_dir / f".{key}.{os.getpid()}.{time.monotonic_ns()}.partial"
     try:
         _build_template(partial, templates)
-        digest = sha256_file(partial)
+        digest = sha256_of(partial)
         sidecar = partial.with_suffix(".sha256")
         sidecar.write_text(digest + "\n")
         partial.replace(built)
@@ -456,7 +448,7 @@ def _backup(path: Path, dest: Path) -> BackupResult:
                 gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as zipped:
             shutil.copyfileobj(raw, zipped, _COPY_CHUNK)
         tables = _readable_tables(partial)
-        digest = sha256_file(partial)
+        digest = sha256_of(partial)
         size = partial.stat().st_size
         partial.replace(dest)
     finally:

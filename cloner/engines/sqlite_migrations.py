@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
-from cloner.migrations.errors import MigrationConflict, MigrationError
+from cloner.migrations.errors import MigrationError
+from cloner.migrations.recorded import already_applied, state_from_rows
 
 _STATE = """
 SELECT kind, name, version, checksum, applied_at, duration_ms
@@ -93,20 +94,11 @@ def _timestamp(value: object) -> datetime | None:
 def _state(conn: sqlite3.Connection, tenant_id: str) -> MigrationState:
     if conn.execute(_HAS_SCHEMA_INFO).fetchone() is None:
         raise MigrationError(f"tenant {tenant_id}: the database has no schema_info table")
-    rows = conn.execute(_STATE).fetchall()
-    root = next((r for r in rows if r[0] == "root"), None)
-    if root is None:
-        raise MigrationError(
-            f"tenant {tenant_id}: schema_info records no root template; "
-            "the database was not provisioned by cloner"
-        )
-    applied = tuple(
-        AppliedMigration.from_record(name, version, checksum, _timestamp(applied_at),
-                                     duration_ms)
-        for kind, name, version, checksum, applied_at, duration_ms in rows
-        if kind == "migration"
-    )
-    return MigrationState(str(root[2]), applied)
+    keys = ("kind", "name", "version", "checksum", "applied_at", "duration_ms")
+    rows = [dict(zip(keys, row, strict=True)) for row in conn.execute(_STATE)]
+    for row in rows:
+        row["applied_at"] = _timestamp(row["applied_at"])
+    return state_from_rows(tenant_id, rows)
 
 
 def read_state(path: Path, tenant_id: str, timeout_s: float) -> MigrationState:
@@ -163,16 +155,9 @@ def _apply_locked(
     statements: Sequence[str],
 ) -> AppliedMigration:
     state = _state(conn, tenant_id)
-    last = state.applied[-1] if state.applied else None
-    if (last is not None and last.record_name == script.record_name
-            and last.version == script.to_version):
+    if (recorded := already_applied(state, script, tenant_id)) is not None:
         conn.execute("ROLLBACK")
-        return last  # applied by an earlier, interrupted run of the same rollout
-    if state.current_version != script.from_version:
-        raise MigrationConflict(
-            f"tenant {tenant_id}: {script.label} starts from {script.from_version} "
-            f"but the database is at {state.current_version}"
-        )
+        return recorded
     started = time.monotonic()
     conn.set_authorizer(plain_sql_only)
     done = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,6 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure, PyMongoError
 
+from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.mongo_template import parse_mongo_template
 from cloner.domain import (
@@ -24,9 +24,7 @@ from cloner.domain import (
     Endpoint,
     Engine,
     RoleCredential,
-    container_name,
     sql_identifier,
-    volume_name,
 )
 from cloner.engines.base import (
     BackupResult,
@@ -85,14 +83,6 @@ READY_ATTEMPT_TIMEOUT_S = 1.0
 READY_SETTLE_S = 0.05
 PROBE_COLLECTION = "system_settings"  # every root version ships it (catalog contract)
 BACKUP_FORMAT = "mongodump-archive-gzip"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _failure(exc: PyMongoError) -> str:
@@ -170,16 +160,9 @@ class MongoEngine:
         its own and get it OOM-killed.
         """
         cache_mib = max(defaults.memory_limit_bytes // (4 * 1024 * 1024), 32)
-        return ContainerSpec(
-            name=container_name(tenant_id),
-            image=defaults.image,
-            labels=labels,
-            volume_name=volume_name(tenant_id),
+        return defaults.tenant_spec(
+            tenant_id, labels, uid=MONGO_UID_NUM, port=self.container_port,
             volume_mount=DATA_DIR,
-            port=self.container_port,
-            bind_host=defaults.bind_host,
-            network=defaults.network,
-            user=MONGO_UID,
             env={
                 "MONGO_INITDB_ROOT_USERNAME": credentials.superuser.username,
                 "MONGO_INITDB_ROOT_PASSWORD": credentials.bootstrap_password,
@@ -194,14 +177,7 @@ class MongoEngine:
             ),
             # /data/configdb is a VOLUME of the image: a tmpfs keeps Docker from creating an
             # unlabelled anonymous volume per container (it is only used by config servers).
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 - in the container
-                   "/data/configdb": f"rw,nosuid,nodev,size=1m,uid={MONGO_UID_NUM},"
-                                     f"gid={MONGO_UID_NUM},mode=0700"},
-            read_only=True,
-            memory_limit_bytes=defaults.memory_limit_bytes,
-            nano_cpus=defaults.nano_cpus,
-            pids_limit=defaults.pids_limit,
-            shm_size_bytes=defaults.shm_size_bytes,
+            private_dirs={"/data/configdb": "0700"},
         )
 
     # -------------------------------------------------------------- connecting
@@ -638,7 +614,7 @@ class MongoEngine:
             if isinstance(exc, BackupError):
                 raise BackupError(f"mongodump of {target.tenant_id}: {exc.message}") from exc
             raise BackupError(f"mongodump of {target.tenant_id} failed: {exc}") from exc
-        digest = await asyncio.to_thread(_sha256, partial)
+        digest = await asyncio.to_thread(sha256_of, partial)
         await asyncio.to_thread(partial.chmod, 0o600)
         await asyncio.to_thread(partial.replace, dest)
         counts = summary.counts(target.database)
