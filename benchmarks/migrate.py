@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiomysql
 import asyncpg
+from figures import print_row  # benchmarks/figures.py
 
 from cloner.app import App
 from cloner.daemon.worker import Worker
@@ -37,19 +38,6 @@ from cloner.settings import Settings
 from cloner.tenants import TenantService
 
 INDUSTRIES = ("technology", "healthcare", "finance", "none")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def print_row(name: str, values: list[float]) -> None:
-    """One line of the table: count, p50, p95, max."""
-    print(f"{name:<26}{len(values):>4}{percentile(values, 50):>9.3f}"
-          f"{percentile(values, 95):>9.3f}{max(values):>9.3f}")
 
 
 async def provision(
@@ -222,14 +210,14 @@ def report(result: RolloutResult, args: argparse.Namespace, provision_s: float) 
           f"{result.seconds:.2f}s")
     print(f"{'':<26}{'n':>4}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
     if done:
-        print_row("per tenant (end to end)", [r.duration_s for r in done])
+        print_row("per tenant (end to end)", [r.duration_s for r in done], width=26, count=True)
     steps: dict[str, list[float]] = {}
     for r in done:
         for step in r.steps:
             label = f"step {step['step']} {step['direction']}"
             steps.setdefault(label, []).append((step["duration_ms"] or 0) / 1000)
     for label, values in sorted(steps.items()):
-        print_row(label, values)
+        print_row(label, values, width=26, count=True)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -257,7 +245,7 @@ async def run(args: argparse.Namespace) -> None:
             backups = [float(t.backup["duration_s"]) for t in await app.control_plane
                        .list_tenants() if t.backup and t.backup.get("reason") == "pre-migration"]
             if backups:
-                print_row("pre-migration backup", backups)
+                print_row("pre-migration backup", backups, width=26, count=True)
             problems = await verify(app, args, tenants)
             if problems:
                 print(f"PROBLEMS: {problems}")

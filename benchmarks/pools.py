@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+from figures import percentile  # benchmarks/figures.py
 
 from cloner.app import App
 from cloner.daemon.worker import Worker
@@ -31,13 +32,6 @@ from cloner.tenants import TenantService
 
 TENANT = "bench-pools"
 WARMUP = 200
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 async def provision(app: App) -> None:

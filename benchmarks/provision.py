@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import print_row  # benchmarks/figures.py
+
 from cloner.app import App
 from cloner.daemon.worker import Worker
 from cloner.domain import Engine, RequestStatus
@@ -30,13 +32,6 @@ from cloner.settings import Settings
 from cloner.tenants import TenantService
 
 INDUSTRIES = ("technology", "healthcare", "finance", "none")
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 async def container_memory_bytes(app: App, names: list[str]) -> list[int]:
@@ -81,12 +76,6 @@ async def provision_all(
     workers = [Worker(app, f"bench-{n}") for n in range(args.concurrency)]
     await asyncio.gather(watch(), *(w.run(stop) for w in workers))
     return e2e, time.monotonic() - started
-
-
-def print_row(name: str, values: list[float]) -> None:
-    """One line of the table: p50, p95, max."""
-    print(f"{name:<22}{percentile(values, 50):>9.3f}{percentile(values, 95):>9.3f}"
-          f"{max(values):>9.3f}")
 
 
 async def report(app: App, args: argparse.Namespace, e2e: dict[str, float],
