@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
 from cloner.app import App
 from cloner.daemon.worker import Worker
-from cloner.domain import RequestStatus, Tenant
+from cloner.domain import RequestStatus, Status, Tenant
 from cloner.engines import TenantTarget
+from cloner.pools import TenantPools
+from cloner.tenants import TenantService
 
 
 async def run_workers(app: App, request_ids: list[str], workers: int = 3,
@@ -45,3 +49,25 @@ async def connect(target: TenantTarget, role: str, *, database: str | None = Non
     return await asyncpg.connect(host=host, port=port, user=cred.username,
                                  password=cred.password,
                                  database=database or target.database, timeout=5, ssl=False)
+
+
+async def provision_ready(app: App, engine: str, *tenant_ids: str) -> None:
+    """Create technology tenants of ``engine`` and run workers until all are ready."""
+    service = TenantService(app)
+    requests = [await service.create(t, engine, "technology") for t in tenant_ids]
+    await run_workers(app, [r.id for r in requests], workers=len(tenant_ids))
+    for tenant_id in tenant_ids:
+        tenant = await service.get(tenant_id)
+        assert tenant.status is Status.READY, tenant.error
+
+
+@asynccontextmanager
+async def pools_of(app: App, refresh_s: float, **settings: object) -> AsyncIterator[TenantPools]:
+    """TenantPools on the app's registry, refreshed every ``refresh_s``, with overrides."""
+    values: dict[str, object] = {"pool_refresh_interval_s": refresh_s, **settings}
+    pools = TenantPools(app.settings.model_copy(update=values), app.control_plane, app.vault,
+                        app.metrics)
+    try:
+        yield pools
+    finally:
+        await pools.close()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import pytest
@@ -14,7 +13,8 @@ from cloner.app import App
 from cloner.domain import Status
 from cloner.pools import TenantPools, TenantUnavailable
 from cloner.tenants import TenantService
-from tests.integration.helpers import run_workers
+from tests.integration.helpers import pools_of as shared_pools_of
+from tests.integration.helpers import provision_ready, run_workers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -23,27 +23,15 @@ MARGIN_S = 1.5
 MARKER_SQL = "SELECT value #>> '{}' FROM system_settings WHERE key = 'marker'"
 
 
+
 async def provision(app: App, *tenant_ids: str) -> None:
-    """Create technology tenants and run workers until all are ready."""
-    service = TenantService(app)
-    requests = [await service.create(t, "postgres", "technology") for t in tenant_ids]
-    await run_workers(app, [r.id for r in requests], workers=len(tenant_ids))
-    for tenant_id in tenant_ids:
-        tenant = await service.get(tenant_id)
-        assert tenant.status is Status.READY, tenant.error
+    """Create technology postgres tenants and run workers until all are ready."""
+    await provision_ready(app, "postgres", *tenant_ids)
 
 
-@asynccontextmanager
-async def pools_of(app: App, **settings: object) -> AsyncIterator[TenantPools]:
-    """TenantPools on the app's registry with setting overrides."""
-    values: dict[str, object] = {"pool_refresh_interval_s": REFRESH_S}
-    values.update(settings)
-    pools = TenantPools(app.settings.model_copy(update=values), app.control_plane, app.vault,
-                        app.metrics)
-    try:
-        yield pools
-    finally:
-        await pools.close()
+def pools_of(app: App, **settings: object) -> AbstractAsyncContextManager[TenantPools]:
+    """TenantPools on the app's registry, refreshed every ``REFRESH_S``, with overrides."""
+    return shared_pools_of(app, REFRESH_S, **settings)
 
 
 async def mark(pools: TenantPools, *tenant_ids: str) -> None:
