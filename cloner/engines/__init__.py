@@ -7,6 +7,7 @@ from cloner.engines.base import (
     EngineDriver,
     Neighbour,
     Placement,
+    SessionLimits,
     TenantTarget,
 )
 from cloner.engines.mongodb import MongoEngine
@@ -40,6 +41,7 @@ def available_engines() -> list[Engine]:
 
 
 __all__ = [
-    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "TenantTarget",
+    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "SessionLimits",
+    "TenantTarget",
     "available_engines", "get_engine",
 ]
