@@ -497,9 +497,11 @@ class PostgresEngine:
         """``no_tenant_session_settings``: nothing a tenant set applies to a session.
 
         Fails on any ``pg_db_role_setting`` row but cloner's own (``search_path =
-        public`` on a non-superuser role, server-wide), and when the tenant
-        database is not owned by the superuser (its owner may ``ALTER DATABASE
-        … SET``).
+        public`` on a non-superuser role, server-wide). Who owns the database is
+        reported, not failed: tenants provisioned before the owner role stopped
+        owning it keep it until ``apply_rbac`` runs again, and the one thing that
+        ownership adds for steering sessions, ``ALTER DATABASE … SET``, is what
+        this check fails on.
         """
         name = "no_tenant_session_settings"
         superuser = target.credentials.superuser.username
@@ -519,18 +521,19 @@ class PostgresEngine:
                      JOIN pg_catalog.pg_roles o ON o.oid = d.datdba WHERE d.datname = $1""",
                 target.database,
             )
-        problems = [
-            f"{', '.join(r['setconfig'])} for role {r['rolname']} in database {r['datname']}"
-            for r in rows
-        ]
+        ownership = f"database {target.database} owned by {owner}"
         if owner != superuser:
-            problems.append(f"database {target.database} is owned by {owner}, not {superuser}")
-        if problems:
-            return CheckResult(name, False, "; ".join(problems))
+            ownership += f" (not yet moved to {superuser}: an rbac re-run does it)"
+        if rows:
+            settings = "; ".join(
+                f"{', '.join(r['setconfig'])} for role {r['rolname']} in database {r['datname']}"
+                for r in rows
+            )
+            return CheckResult(name, False, f"{settings}; {ownership}")
         return CheckResult(
             name, True,
-            f"database {target.database} owned by {superuser}; no database or role settings "
-            "besides cloner's search_path=public on tenant roles",
+            f"no database or role settings besides cloner's search_path=public on tenant "
+            f"roles; {ownership}",
         )
 
     async def _check_catalog_shadowing(self, target: TenantTarget) -> CheckResult:

@@ -100,7 +100,8 @@ async def test_pg_trojan_cannot_steer_cloner_and_is_reported(docker_app: App) ->
             assert report is not None and not report.passed
             settings = _check(report.checks, "no_tenant_session_settings")
             assert not settings.passed
-            assert "search_path=public, pg_catalog" in settings.detail
+            assert "search_path=public, pg_catalog for role * in database" in settings.detail
+            assert f"search_path=public, pg_catalog for role {owner_name}" in settings.detail
             assert f"owned by {owner_name}" in settings.detail
             shadowing = _check(report.checks, "no_catalog_shadowing")
             assert not shadowing.passed
@@ -202,6 +203,10 @@ async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
         assert "root" not in runners, f"tenant code ran as {runners}"
         # cloner's own guard triggers are defined by the tenant's owner, never by root.
         assert _check(checks, "no_privileged_definers").passed, checks
+        await cur.execute("SELECT DISTINCT DEFINER FROM information_schema.TRIGGERS "
+                          "WHERE TRIGGER_SCHEMA = %s", (target.database,))
+        definers = {str(row[0]).partition("@")[0] for row in await cur.fetchall()}
+        assert definers == {target.credentials.roles["owner"].username}
         # An object lending root's rights is what the proof reports.
         await cur.execute("CREATE DEFINER = root@localhost SQL SECURITY DEFINER VIEW "
                           "lent AS SELECT 1 AS one")
