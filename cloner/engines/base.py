@@ -48,8 +48,9 @@ class SessionLimits:
 
     Applied at connect time (PostgreSQL: the startup packet, which outranks any
     ``ALTER DATABASE/ROLE … SET`` a tenant made; MariaDB: ``SET SESSION`` before
-    the first statement; MongoDB: the client's ``timeoutMS``), so a tenant's lock
-    or slow object cannot stall cloner's own sessions without bound.
+    the first statement), so a tenant's lock or slow object cannot stall
+    cloner's own sessions without bound. MongoDB operations are bounded by the
+    client's socket timeout instead.
     """
 
     statement_timeout_s: float = constants.ADMIN_STATEMENT_TIMEOUT_S
