@@ -207,10 +207,15 @@ async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
                           "WHERE TRIGGER_SCHEMA = %s", (target.database,))
         definers = {str(row[0]).partition("@")[0] for row in await cur.fetchall()}
         assert definers == {target.credentials.roles["owner"].username}
-        # An object lending root's rights is what the proof reports.
+        # An object lending root's rights is what the proof reports ...
         await cur.execute("CREATE DEFINER = root@localhost SQL SECURITY DEFINER VIEW "
                           "lent AS SELECT 1 AS one")
+        # ... but not a guard trigger as older releases defined it (root, by cloner).
+        await cur.execute("CREATE OR REPLACE DEFINER = root@localhost TRIGGER "
+                          "schema_info_guard_insert BEFORE INSERT ON schema_info_real "
+                          "FOR EACH ROW SET @cloner_guard = 1")
     checks = await driver.prove_isolation(target, [])
     definers = _check(checks, "no_privileged_definers")
     assert not definers.passed
     assert "view lent (DEFINER=root@localhost)" in definers.detail
+    assert "schema_info_guard" not in definers.detail
