@@ -42,6 +42,10 @@ MANIFEST_SUFFIX: Final = ".json"
 CHECKSUM_SUFFIX: Final = ".sha256"
 RETENTION_DAYS: Final = 30.0
 
+# Isolation proof
+#: Vouched neighbours sampled per proof (``CLONER_ISOLATION_SAMPLE``).
+ISOLATION_SAMPLE: Final = 3
+
 # Who asked for a request (``actor`` in payloads and history events)
 ACTOR_HTTP: Final = "http"
 ACTOR_CLI_PREFIX: Final = "cli:"

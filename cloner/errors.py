@@ -91,6 +91,10 @@ class NotReady(ClonerError):
     transient = True
 
 
+class EndpointNotVouched(NotReady):
+    """The endpoint is no longer the tenant's own container; no secret was sent to it."""
+
+
 class EngineError(ClonerError):
     """The tenant database refused an operation."""
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     orphan_grace_s: float = Field(default=60.0, ge=0)
     health_interval_s: float = Field(default=15.0, gt=0)
     isolation_interval_s: float = Field(default=600.0, gt=0)
+    #: Vouched neighbours one isolation proof asks about the tenant's credentials (a
+    #: rotating sample: the cross-tenant cost per proof does not grow with the fleet).
+    isolation_sample: int = Field(default=constants.ISOLATION_SAMPLE, ge=1, le=100)
     #: Days a deprovisioned tenant's volume is kept before the reconciler purges it (only
     #: once a verified backup exists). 0 purges at the next pass.
     retention_days: float = Field(default=constants.RETENTION_DAYS, ge=0)

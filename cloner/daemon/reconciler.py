@@ -486,7 +486,8 @@ class Reconciler:
         )))
         self._act(actions, action, tid, name, f"now at {endpoint.host}:{endpoint.port}")
         target = TenantTarget(tid, driver.database_name(tid), endpoint, creds, name,
-                              session=SessionLimits.from_settings(self.app.settings))
+                              session=SessionLimits.from_settings(self.app.settings),
+                              guard=self.app.services.endpoint_guard(tid, info.name, info.id))
         await driver.wait_ready(target, self.app.settings.ready_timeout_s)
         proof = fresh.isolation
         if action == "recreated":

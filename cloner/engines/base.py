@@ -42,6 +42,21 @@ class Placement(enum.StrEnum):
     EMBEDDED = "embedded"
 
 
+class EndpointGuard(Protocol):
+    """Vouches that an endpoint still leads to the tenant's own server.
+
+    Called just before cloner sends one of the tenant's secrets there: a port
+    freed by a stopped container can be bound by anyone on the host, and a
+    password must never reach such a squatter (``pipeline/endpoints.py``).
+    """
+
+    async def confirm(self, endpoint: Endpoint) -> None:
+        """Return if ``endpoint`` is vouched for; raise ``EndpointNotVouched`` otherwise."""
+
+    async def problem(self, endpoint: Endpoint) -> str | None:
+        """Why ``endpoint`` is not vouched for, or None when it is."""
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """Per-statement limits every session cloner opens on a tenant server carries.
@@ -75,18 +90,38 @@ class TenantTarget:
     storage_root: Path | None = None
     #: Statement and lock timeouts of every session opened for this target.
     session: SessionLimits = SessionLimits()
+    #: Confirms the endpoint is the tenant's own container before a secret is sent.
+    #: The daemon's targets always carry one; None (tests, scratch servers) skips it.
+    guard: EndpointGuard | None = None
 
     def __repr__(self) -> str:
         return f"TenantTarget(tenant_id={self.tenant_id!r}, endpoint={self.endpoint!r})"
 
+    async def vouch(self) -> None:
+        """Raise ``EndpointNotVouched`` unless the endpoint is still this tenant's own.
+
+        Engines call it right before every connection that carries one of the
+        tenant's secrets (readiness, probe, sessions).
+        """
+        if self.guard is not None:
+            await self.guard.confirm(self.endpoint)
+
 
 @dataclass(frozen=True)
 class Neighbour:
-    """Another tenant on the same host, for the cross-tenant refusal check."""
+    """Another tenant on the same host, for the cross-tenant refusal check.
+
+    Only tenants cloner currently vouches for are neighbours (READY, container
+    identity and published port matched against the runtime): see
+    ``pipeline/verify.py``.
+    """
 
     tenant_id: str
     endpoint: Endpoint
     database: str
+    #: The neighbour's own target (its credentials and endpoint guard): the check opens
+    #: the neighbour's privileged session with it. None for embedded engines.
+    target: TenantTarget | None = None
 
 
 @dataclass(frozen=True)

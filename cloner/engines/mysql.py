@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import hmac
 import ipaddress
+import json
 import math
 import re
 import time
@@ -57,7 +59,6 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
-    RoleCredential,
     sql_identifier,
 )
 from cloner.engines import mysql_migrations as my_migrations
@@ -69,7 +70,13 @@ from cloner.engines.base import (
     SessionLimits,
     TenantTarget,
 )
-from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
+from cloner.engines.checks import (
+    NeighbourFinding,
+    login_usernames,
+    looks_like_plaintext_secret,
+    neighbours_refuse,
+    throwaway_password,
+)
 from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
@@ -403,6 +410,7 @@ class MysqlEngine:
             cred = target.credentials.roles[role]
             user, password = cred.username, cred.password
         db = None if no_database else target.database
+        await target.vouch()
         conn = await self._connect(target.endpoint, user, password, db, limits=target.session)
         try:
             yield conn
@@ -419,12 +427,14 @@ class MysqlEngine:
             for password, bootstrap in ((real, False),
                                         (target.credentials.bootstrap_password, True)):
                 try:
+                    await target.vouch()
                     conn = await self._raw_connect(
                         target.endpoint, SUPERUSER, password, None,
                         timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
                         limits=target.session,
                     )
-                except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+                except (OSError, TimeoutError, pymysql.err.MySQLError,
+                        NotReady) as exc:  # NotReady: endpoint not vouched for
                     last_error = exc
                     if error_code(exc) in _LOGIN_REFUSED:
                         continue  # the other password may be the current one
@@ -474,6 +484,7 @@ class MysqlEngine:
         app = target.credentials.roles["app"]
         try:
             async with asyncio.timeout(timeout_s):
+                await target.vouch()
                 conn = await self._raw_connect(
                     target.endpoint, app.username, app.password, target.database,
                     timeout_s=timeout_s, limits=target.session,
@@ -921,19 +932,47 @@ class MysqlEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
-            # Logins are server-wide in MariaDB: a refused login is refused for
-            # every database, so one attempt per endpoint and credential.
-            try:
-                conn = await self._raw_connect(
-                    neighbour.endpoint, cred.username, cred.password, None, timeout_s=3
-                )
-            except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
-                return "refused" if error_code(exc) in _LOGIN_REFUSED else "unreachable"
-            await _close(conn)
-            return "accepted"
+        return await neighbours_refuse(
+            target, neighbours, self._ask_neighbour,
+            auth="no anonymous account, every account native-hashed (or socket-only, or locked)",
+        )
 
-        return await neighbours_refuse(target, neighbours, attempt)
+    async def _ask_neighbour(self, target: TenantTarget, neighbour: Neighbour) -> NeighbourFinding:
+        """The neighbour's own root session judges this tenant's credentials (see checks)."""
+        theirs = neighbour.target
+        if theirs is None:
+            return NeighbourFinding(unreachable="no connection target")
+        names = login_usernames(target)
+        try:
+            async with self._session(theirs, no_database=True) as conn, \
+                    conn.cursor() as cur:
+                await cur.execute("SELECT User, Host, Priv FROM mysql.global_priv")
+                accounts = [(str(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+        except NotReady as exc:  # not vouched for any more (EndpointNotVouched), or down
+            return NeighbourFinding(unreachable=exc.message)
+        except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+            return NeighbourFinding(unreachable=f"{type(exc).__name__} {error_code(exc)}")
+        problems = account_problems(accounts, names, target.credentials.superuser.password)
+        refused = 0
+        for name in names:
+            # Logins are server-wide in MariaDB: one attempt per name, no database.
+            try:
+                await theirs.vouch()
+                conn = await self._raw_connect(
+                    theirs.endpoint, name, throwaway_password(), None, timeout_s=3
+                )
+            except NotReady as exc:
+                return NeighbourFinding(tuple(problems), unreachable=exc.message,
+                                        throwaway_refused=refused)
+            except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
+                if error_code(exc) in _LOGIN_REFUSED:
+                    refused += 1
+                    continue
+                return NeighbourFinding(tuple(problems), throwaway_refused=refused,
+                                        unreachable=f"{type(exc).__name__} {error_code(exc)}")
+            await _close(conn)
+            problems.append(f"accepted a login as {name} with a throwaway password")
+        return NeighbourFinding(tuple(problems), throwaway_refused=refused)
 
     # ---------------------------------------------------------------- backups
 
@@ -1279,6 +1318,53 @@ async def _close(conn: aiomysql.Connection) -> None:
             await conn.ensure_closed()
     except (OSError, TimeoutError, pymysql.err.MySQLError):
         conn.close()
+
+
+#: Authentication plugins whose stored secret is a hash the client proves knowledge of.
+_HASHED_PLUGINS = frozenset({"mysql_native_password", "ed25519"})
+
+
+def account_problems(
+    accounts: Sequence[tuple[str, str, str]], foreign_names: Sequence[str], root_password: str,
+) -> list[str]:
+    """What, in a neighbour's ``mysql.global_priv`` rows, would let another tenant's login in.
+
+    An account named like one of the tenant's logins; an anonymous account
+    (it matches every user name); a root account whose hash is the one of
+    the tenant's own root password; an account that authenticates without a
+    hashed secret (no password, ``mysql_old_password``, PAM or any plugin
+    that has the client send a cleartext password). ``unix_socket`` is only
+    fine at ``localhost``: it never answers over TCP.
+    """
+    problems = []
+    mine = native_password_hash(root_password)
+    for user, host, priv_text in accounts:
+        if user in foreign_names:
+            problems.append(f"has an account named {user}@{host}")
+            continue
+        if user == "":
+            problems.append(f"has an anonymous account @{host}")
+            continue
+        try:
+            priv = json.loads(priv_text)
+        except ValueError:
+            problems.append(f"{user}@{host} has unreadable privileges")
+            continue
+        if priv.get("account_locked"):
+            continue
+        ways = [priv, *(w for w in priv.get("auth_or") or [] if isinstance(w, dict) and w)]
+        for way in ways:
+            plugin = str(way.get("plugin") or "mysql_native_password")
+            secret = str(way.get("authentication_string") or "")
+            if plugin == "unix_socket" and host == "localhost":
+                continue
+            if plugin not in _HASHED_PLUGINS:
+                problems.append(f"{user}@{host} authenticates with {plugin}")
+            elif not secret:
+                problems.append(f"{user}@{host} has no password")
+            elif user == SUPERUSER and hmac.compare_digest(secret.upper(), mine):
+                problems.append(f"{user}@{host} accepts this tenant's root password")
+    return problems
 
 
 def _error_text(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ before any tenant credential exists.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -27,7 +28,6 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
-    RoleCredential,
     sql_identifier,
 )
 from cloner.engines import postgres_migrations as pg_migrations
@@ -39,7 +39,14 @@ from cloner.engines.base import (
     SessionLimits,
     TenantTarget,
 )
-from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
+from cloner.engines.checks import (
+    NeighbourFinding,
+    login_usernames,
+    looks_like_plaintext_secret,
+    neighbours_refuse,
+    pg_verifier_accepts,
+    throwaway_password,
+)
 from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
@@ -149,6 +156,7 @@ class PostgresEngine:
         self, target: TenantTarget, role: str | None = None, database: str | None = None
     ) -> AsyncIterator[asyncpg.Connection]:
         cred = target.credentials.superuser if role is None else target.credentials.roles[role]
+        await target.vouch()
         conn = await self._connect(
             target.endpoint, cred.username, cred.password, database or target.database,
             limits=target.session,
@@ -168,6 +176,7 @@ class PostgresEngine:
             for password, bootstrap in ((superuser.password, False),
                                         (target.credentials.bootstrap_password, True)):
                 try:
+                    await target.vouch()
                     conn = await self._connect(
                         target.endpoint, superuser.username, password, "postgres",
                         timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
@@ -177,7 +186,7 @@ class PostgresEngine:
                     last_error = exc
                     continue
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                        TimeoutError) as exc:
+                        TimeoutError, NotReady) as exc:  # NotReady: endpoint not vouched for
                     last_error = exc
                     break
                 try:
@@ -204,6 +213,7 @@ class PostgresEngine:
         app = target.credentials.roles["app"]
         try:
             async with asyncio.timeout(timeout_s):
+                await target.vouch()
                 conn = await self._connect(
                     target.endpoint, app.username, app.password, target.database,
                     timeout_s=timeout_s, limits=target.session,
@@ -637,21 +647,71 @@ class PostgresEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
-            for database in (neighbour.database, target.database):
-                try:
-                    conn = await self._connect(
-                        neighbour.endpoint, cred.username, cred.password, database, timeout_s=3
-                    )
-                except _AUTH_ERRORS:
-                    continue
-                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    return "unreachable"
-                await conn.close(timeout=5)
-                return "accepted"
-            return "refused"
+        return await neighbours_refuse(
+            target, neighbours, self._ask_neighbour,
+            auth="host logins scram-sha-256 only, every stored password a SCRAM verifier",
+        )
 
-        return await neighbours_refuse(target, neighbours, attempt)
+    async def _ask_neighbour(self, target: TenantTarget, neighbour: Neighbour) -> NeighbourFinding:
+        """The neighbour's own superuser session judges this tenant's credentials (see checks)."""
+        theirs = neighbour.target
+        if theirs is None:
+            return NeighbourFinding(unreachable="no connection target")
+        names = login_usernames(target)
+        mine = target.credentials.superuser
+        try:
+            async with self._session(theirs, database="postgres") as conn:
+                present = await conn.fetch(
+                    "SELECT r.rolname FROM pg_catalog.pg_roles r "
+                    "WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])", names,
+                )
+                verifier = await conn.fetchval(
+                    "SELECT a.rolpassword FROM pg_catalog.pg_authid a "
+                    "WHERE a.rolname OPERATOR(pg_catalog.=) $1", mine.username,
+                )
+                encryption = await conn.fetchval(
+                    "SELECT pg_catalog.current_setting('password_encryption')"
+                )
+                hba = await conn.fetch(
+                    "SELECT h.line_number, h.type, h.address, h.netmask, h.auth_method, h.error "
+                    "FROM pg_catalog.pg_hba_file_rules h"
+                )
+                weak = await conn.fetch(
+                    "SELECT a.rolname FROM pg_catalog.pg_authid a "
+                    "WHERE a.rolpassword IS NOT NULL AND a.rolpassword "
+                    "OPERATOR(pg_catalog.!~~) 'SCRAM-SHA-256$%'"
+                )
+        except NotReady as exc:  # not vouched for any more (EndpointNotVouched), or down
+            return NeighbourFinding(unreachable=exc.message)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return NeighbourFinding(unreachable=type(exc).__name__)
+        problems = [f"has a role named {r['rolname']}" for r in present]
+        accepted = await pg_verifier_accepts(verifier, mine.password)
+        if accepted:
+            problems.append(accepted)
+        if encryption != "scram-sha-256":
+            problems.append(f"password_encryption is {encryption}")
+        problems += _weak_hba_rules(hba)
+        problems += [f"role {r['rolname']} has a non-SCRAM password" for r in weak]
+        refused = 0
+        for name in names:
+            try:
+                await theirs.vouch()
+                conn = await self._connect(
+                    theirs.endpoint, name, throwaway_password(), neighbour.database, timeout_s=3
+                )
+            except _AUTH_ERRORS:
+                refused += 1
+                continue
+            except NotReady as exc:
+                return NeighbourFinding(tuple(problems), unreachable=exc.message,
+                                        throwaway_refused=refused)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                return NeighbourFinding(tuple(problems), unreachable=type(exc).__name__,
+                                        throwaway_refused=refused)
+            await conn.close(timeout=5)
+            problems.append(f"accepted a login as {name} with a throwaway password")
+        return NeighbourFinding(tuple(problems), throwaway_refused=refused)
 
     # ---------------------------------------------------------------- backups
 
@@ -862,6 +922,39 @@ def pinned_settings(limits: SessionLimits) -> dict[str, str]:
         "statement_timeout": str(max(int(limits.statement_timeout_s * 1000), 1)),
         "lock_timeout": str(max(int(limits.lock_timeout_s * 1000), 1)),
     }
+
+
+def _weak_hba_rules(rules: Sequence[Any]) -> list[str]:
+    """pg_hba lines that let a TCP client in without SCRAM, or that did not parse.
+
+    Lines limited to loopback addresses are left alone: only a process inside
+    the tenant's own container reaches them, and that process is the server.
+    """
+    problems = []
+    for rule in rules:
+        if rule["error"]:
+            problems.append(f"pg_hba.conf line {rule['line_number']}: {rule['error']}")
+            continue
+        if rule["type"] == "local" or rule["auth_method"] in ("scram-sha-256", "reject"):
+            continue
+        if _loopback_only(rule["address"], rule["netmask"]):
+            continue
+        problems.append(
+            f"pg_hba.conf line {rule['line_number']}: {rule['type']} {rule['address'] or 'all'} "
+            f"uses {rule['auth_method']}"
+        )
+    return problems
+
+
+def _loopback_only(address: str | None, netmask: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        network = ipaddress.ip_network(f"{address}/{netmask}" if netmask else address,
+                                       strict=False)
+    except ValueError:
+        return False
+    return network.is_loopback
 
 
 def _magic(path: Path) -> bytes:

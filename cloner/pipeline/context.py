@@ -17,6 +17,7 @@ from cloner.engines import (
     TenantTarget,
     get_engine,
 )
+from cloner.engines.base import EndpointGuard
 from cloner.errors import ClonerError
 from cloner.logging import REDACTOR
 from cloner.metrics import Metrics
@@ -78,13 +79,25 @@ class Services:
         creds = await self.credentials(tenant.tenant_id)
         if creds is None or tenant.endpoint is None:
             raise ClonerError(f"tenant {tenant.tenant_id} has no endpoint or credentials")
+        name = (tenant.container_name or container_name(tenant.tenant_id)
+                if engine.placement is Placement.CONTAINER else None)
         return engine, TenantTarget(
             tenant_id=tenant.tenant_id,
             database=engine.database_name(tenant.tenant_id),
             endpoint=tenant.endpoint,
             credentials=creds,
-            container_name=(tenant.container_name or container_name(tenant.tenant_id)
-                            if engine.placement is Placement.CONTAINER else None),
+            container_name=name,
             storage_root=self.storage_root(engine),
             session=SessionLimits.from_settings(self.settings),
+            guard=self.endpoint_guard(tenant.tenant_id, name, tenant.container_id),
         )
+
+    def endpoint_guard(
+        self, tenant_id: str, name: str | None, container_id: str | None
+    ) -> EndpointGuard | None:
+        """What vouches for a container tenant's endpoint before a secret goes there."""
+        from cloner.pipeline.endpoints import ContainerEndpointGuard
+
+        if name is None:
+            return None  # embedded: a file in the data dir, no endpoint to squat
+        return ContainerEndpointGuard(self.runtime, tenant_id, name, container_id)

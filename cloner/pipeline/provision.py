@@ -52,6 +52,7 @@ from cloner.engines import (
     available_engines,
     get_engine,
 )
+from cloner.engines.base import EndpointGuard
 from cloner.errors import (
     ClonerError,
     InvalidBackup,
@@ -118,8 +119,12 @@ class ProvisionRun:
     templates: ResolvedTemplates | None = None
     credentials: Credentials | None = None
     container_name: str | None = None
+    #: The container ``start`` created or adopted: what vouches for ``endpoint``.
+    container_id: str | None = None
     storage_root: Path | None = None
     endpoint: Endpoint | None = None
+    #: Set by ``start`` for container engines (``pipeline/endpoints.py``).
+    guard: EndpointGuard | None = None
     isolation: IsolationReport | None = None
     #: The verified backup a restore loads (set by ``resolve``; None when provisioning).
     backup: BackupInfo | None = None
@@ -148,6 +153,7 @@ class ProvisionRun:
             container_name=self.container_name,
             storage_root=self.storage_root,
             session=self.session,
+            guard=self.guard,
         )
 
 
@@ -271,6 +277,9 @@ class Provisioner:
         ))
         run.endpoint = hosted.endpoint
         run.container_name = hosted.container_name
+        run.container_id = hosted.container_id
+        run.guard = self.s.endpoint_guard(run.tenant_id, hosted.container_name,
+                                          hosted.container_id)
         await self.s.control_plane.update_tenant(run.tenant_id, TenantUpdate(
             container_id=hosted.container_id, container_name=hosted.container_name,
             endpoint=run.endpoint,

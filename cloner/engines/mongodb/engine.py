@@ -23,7 +23,6 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
-    RoleCredential,
     sql_identifier,
 )
 from cloner.engines.base import (
@@ -33,7 +32,14 @@ from cloner.engines.base import (
     Placement,
     TenantTarget,
 )
-from cloner.engines.checks import Outcome, neighbours_refuse
+from cloner.engines.checks import (
+    MAX_VERIFIER_ITERATIONS,
+    NeighbourFinding,
+    login_usernames,
+    neighbours_refuse,
+    scram_stored_key_matches,
+    throwaway_password,
+)
 from cloner.engines.mongodb.archive import verified_backup
 from cloner.engines.mongodb.commands import (
     ADMIN_DB,
@@ -129,6 +135,11 @@ async def _reachable(endpoint: Endpoint, timeout_s: float, settle_s: float = 0.0
             await writer.wait_closed()
 
 
+#: Mechanisms where the client proves a hashed secret (SCRAM) or a certificate: no
+#: ``PLAIN``, which has the client send its password as it is.
+_HASHED_MECHANISMS = frozenset({"SCRAM-SHA-1", "SCRAM-SHA-256", "MONGODB-X509"})
+
+
 def _refused(exc: BaseException, *codes: int) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in (codes or (UNAUTHORIZED,))
 
@@ -186,7 +197,10 @@ class MongoEngine:
     async def _client(
         self, endpoint: Endpoint, username: str | None, password: str | None,
         auth_source: str, timeout_s: float = CONNECT_TIMEOUT_S, *, settle_s: float = 0.0,
+        vouch: TenantTarget | None = None,
     ) -> AsyncIterator[Client]:
+        if vouch is not None:  # the endpoint must still be that tenant's before a secret goes
+            await vouch.vouch()
         await _reachable(endpoint, timeout_s, settle_s)
         client: Client = AsyncMongoClient(
             **client_options(endpoint, username, password, auth_source, timeout_s)
@@ -200,14 +214,15 @@ class MongoEngine:
         self, target: TenantTarget, timeout_s: float = CONNECT_TIMEOUT_S
     ) -> AbstractAsyncContextManager[Client]:
         root = target.credentials.superuser
-        return self._client(target.endpoint, root.username, root.password, ADMIN_DB, timeout_s)
+        return self._client(target.endpoint, root.username, root.password, ADMIN_DB, timeout_s,
+                            vouch=target)
 
     def _as_role(
         self, target: TenantTarget, role: str, timeout_s: float = CONNECT_TIMEOUT_S
     ) -> AbstractAsyncContextManager[Client]:
         cred = target.credentials.roles[role]
         return self._client(target.endpoint, cred.username, cred.password, target.database,
-                            timeout_s)
+                            timeout_s, vouch=target)
 
     async def wait_ready(self, target: TenantTarget, timeout_s: float) -> None:
         """``ping`` as root with bounded backoff; rotate the bootstrap password on first contact.
@@ -225,7 +240,8 @@ class MongoEngine:
                 budget = min(READY_ATTEMPT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))
                 try:
                     async with self._client(target.endpoint, root.username, password, ADMIN_DB,
-                                            budget, settle_s=READY_SETTLE_S) as client:
+                                            budget, settle_s=READY_SETTLE_S,
+                                            vouch=target) as client:
                         await client.admin.command("ping")
                         if bootstrap:
                             await client.admin.command(
@@ -239,7 +255,7 @@ class MongoEngine:
                     if exc.code == AUTHENTICATION_FAILED:
                         continue
                     break
-                except PyMongoError as exc:
+                except (PyMongoError, NotReady) as exc:  # NotReady: endpoint not vouched for
                     last_error = exc
                     break
             await asyncio.sleep(delay)
@@ -530,7 +546,8 @@ class MongoEngine:
         root = target.credentials.superuser
         try:
             async with self._client(target.endpoint, root.username,
-                                    target.credentials.bootstrap_password, ADMIN_DB) as client:
+                                    target.credentials.bootstrap_password, ADMIN_DB,
+                                    vouch=target) as client:
                 await client.admin.command("ping")
         except OperationFailure as exc:
             if exc.code == AUTHENTICATION_FAILED:
@@ -543,22 +560,68 @@ class MongoEngine:
     async def _check_neighbours_refuse(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> CheckResult:
-        async def attempt(neighbour: Neighbour, cred: RoleCredential) -> Outcome:
-            for auth_source in (neighbour.database, target.database):
-                try:
-                    async with self._client(neighbour.endpoint, cred.username, cred.password,
-                                            auth_source, timeout_s=3) as client:
-                        await client.admin.command("ping")
-                except OperationFailure as exc:
-                    if exc.code == AUTHENTICATION_FAILED:
-                        continue
-                    return "unreachable"
-                except PyMongoError:
-                    return "unreachable"
-                return "accepted"
-            return "refused"
+        return await neighbours_refuse(
+            target, neighbours, self._ask_neighbour,
+            auth="SCRAM mechanisms only, localhost bypass off",
+        )
 
-        return await neighbours_refuse(target, neighbours, attempt)
+    async def _ask_neighbour(self, target: TenantTarget, neighbour: Neighbour) -> NeighbourFinding:
+        """The neighbour's own root session judges this tenant's credentials (see checks)."""
+        theirs = neighbour.target
+        if theirs is None:
+            return NeighbourFinding(unreachable="no connection target")
+        names = login_usernames(target)
+        mine = target.credentials.superuser
+        try:
+            async with self._as_root(theirs) as client:
+                users = client[ADMIN_DB]["system.users"]
+                present = await users.find(
+                    {"user": {"$in": names}}, {"_id": 1}
+                ).to_list(None)
+                root = await users.find_one({"user": mine.username, "db": ADMIN_DB},
+                                            {"credentials": 1})
+                params = await client.admin.command(
+                    {"getParameter": 1, "authenticationMechanisms": 1,
+                     "enableLocalhostAuthBypass": 1}
+                )
+        except NotReady as exc:  # not vouched for any more (EndpointNotVouched), or down
+            return NeighbourFinding(unreachable=exc.message)
+        except PyMongoError as exc:
+            return NeighbourFinding(unreachable=_failure(exc))
+        problems = [f"has a user {u['_id']}" for u in present]
+        scram = ((root or {}).get("credentials") or {}).get("SCRAM-SHA-256") or {}
+        iterations = int(scram.get("iterationCount") or 0)
+        if 0 < iterations <= MAX_VERIFIER_ITERATIONS and await asyncio.to_thread(
+            scram_stored_key_matches, "sha256", mine.password, str(scram.get("salt")),
+            iterations, str(scram.get("storedKey")),
+        ):
+            problems.append("its root accepts this tenant's root password")
+        mechanisms = set(params.get("authenticationMechanisms") or [])
+        if mechanisms - _HASHED_MECHANISMS:
+            problems.append(f"authentication mechanisms {sorted(mechanisms)}")
+        if params.get("enableLocalhostAuthBypass"):
+            problems.append("localhost authentication bypass is on")
+        refused = 0
+        for name in names:
+            try:
+                async with self._client(theirs.endpoint, name, throwaway_password(),
+                                        neighbour.database, timeout_s=3,
+                                        vouch=theirs) as client:
+                    await client.admin.command("ping")
+            except OperationFailure as exc:
+                if exc.code == AUTHENTICATION_FAILED:
+                    refused += 1
+                    continue
+                return NeighbourFinding(tuple(problems), unreachable=_failure(exc),
+                                        throwaway_refused=refused)
+            except NotReady as exc:
+                return NeighbourFinding(tuple(problems), unreachable=exc.message,
+                                        throwaway_refused=refused)
+            except PyMongoError as exc:
+                return NeighbourFinding(tuple(problems), unreachable=_failure(exc),
+                                        throwaway_refused=refused)
+            problems.append(f"accepted a login as {name} with a throwaway password")
+        return NeighbourFinding(tuple(problems), throwaway_refused=refused)
 
     # ---------------------------------------------------------------- backups
 
