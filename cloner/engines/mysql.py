@@ -299,6 +299,32 @@ class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]  # aiomysql ships no 
         return None
 
 
+_NATIVE_PLUGIN = "mysql_native_password"
+
+
+class _HashedAuthConnection(aiomysql.Connection):  # type: ignore[misc]  # aiomysql ships no type hints
+    """A client connection that never hands its password to the server.
+
+    aiomysql answers whatever the server asks for: a ``mysql_clear_password``
+    switch gets the password as it is, ``sha256_password`` and
+    ``caching_sha2_password`` encrypt it with a public key the server sends.
+    cloner's accounts are all ``mysql_native_password`` (a scramble of the
+    password with the server's nonce), so that is the only answer given: the
+    first response always uses it (``auth_plugin``) and any switch to another
+    plugin is refused with error 2059 before anything is sent. Defence in
+    depth behind the endpoint guard (``pipeline/endpoints.py``): a squatter
+    that got in between the guard's inspect and the connect learns nothing.
+    """
+
+    async def _process_auth(self, plugin_name: bytes, auth_packet: Any) -> Any:
+        if plugin_name != _NATIVE_PLUGIN.encode():
+            raise pymysql.err.OperationalError(
+                2059, f"server asked for {plugin_name.decode(errors='replace')}; "
+                "cloner answers mysql_native_password challenges only",
+            )
+        return await super()._process_auth(plugin_name, auth_packet)
+
+
 class MysqlEngine:
     """MariaDB 10.11 tenants (the ``mysql`` engine)."""
 
@@ -376,12 +402,21 @@ class MysqlEngine:
         # aiomysql bounds only the TCP connect by connect_timeout; the handshake
         # and authentication are bounded here.
         async with asyncio.timeout(timeout_s):
-            return await aiomysql.connect(
+            # What aiomysql.connect does, with a connection class that answers hashed
+            # challenges only (see _HashedAuthConnection).
+            conn = _HashedAuthConnection(
                 host=endpoint.host, port=endpoint.port, user=user, password=password,
                 db=database, connect_timeout=timeout_s, charset=DB_CHARSET,
                 autocommit=True, local_infile=False, cursorclass=_QuietCursor,
-                program_name="cloner", init_command=pinned_init(limits or SessionLimits()),
+                program_name="cloner", auth_plugin=_NATIVE_PLUGIN,
+                init_command=pinned_init(limits or SessionLimits()),
             )
+            try:
+                await conn._connect()
+            except BaseException:
+                conn.close()  # a refused or timed-out handshake leaves no socket behind
+                raise
+            return conn
 
     async def _connect(
         self, endpoint: Endpoint, user: str, password: str, database: str | None,

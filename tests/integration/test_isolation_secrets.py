@@ -14,8 +14,9 @@ import pytest
 
 from cloner.app import App
 from cloner.daemon.health import HealthMonitor
-from cloner.domain import CheckResult, Status, Tenant, container_name
+from cloner.domain import CheckResult, Endpoint, Status, Tenant, container_name
 from cloner.engines import TenantTarget
+from cloner.engines.mysql import MysqlEngine
 from tests.integration.helpers import provision_ready, target_of
 from tests.integration.squatter import Squatter
 
@@ -172,6 +173,13 @@ async def test_mariadb_squatter_gets_nothing_and_a_foreign_account_fails_the_pro
             await aiomysql.connect(host=squatter.host, port=squatter.port, user="decoy",
                                    password=decoy, connect_timeout=5)
         assert squatter.holds(decoy)
+        # cloner's own MariaDB client refuses the switch to cleartext: even a squatter
+        # that slipped in after the endpoint guard's look gets no password from it.
+        refused = "decoy-" + secrets.token_hex(8)
+        with pytest.raises(pymysql.err.OperationalError, match="mysql_clear_password"):
+            await MysqlEngine._raw_connect(Endpoint(squatter.host, squatter.port), "decoy",
+                                           refused, None)
+        assert not squatter.holds(refused)
 
         await provision_ready(app, "mysql", "prf-my-y")
         proof = _cross_tenant(await _tenant(app, "prf-my-y"))
