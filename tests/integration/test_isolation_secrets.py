@@ -68,6 +68,8 @@ async def _every_stored_secret(app: App) -> dict[str, str]:
         found[f"{tenant.tenant_id}/bootstrap"] = creds.bootstrap_password
         for role, cred in creds.roles.items():
             found[f"{tenant.tenant_id}/{role}"] = cred.password
+        for i, secret in enumerate(creds.all_secrets()):  # whatever else it may hold
+            found.setdefault(f"{tenant.tenant_id}/secret-{i}", secret)
     return found
 
 
