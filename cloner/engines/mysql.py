@@ -989,16 +989,18 @@ class MysqlEngine:
             return NeighbourFinding(unreachable=f"{type(exc).__name__} {error_code(exc)}")
         problems = account_problems(accounts, names, target.credentials.superuser.password)
         refused = 0
+        # Throwaway passwords are worthless to whoever gets them: one look at the
+        # runtime only keeps the verdict about the neighbour's own server.
+        try:
+            await theirs.vouch()
+        except NotReady as exc:
+            return NeighbourFinding(tuple(problems), unreachable=exc.message)
         for name in names:
             # Logins are server-wide in MariaDB: one attempt per name, no database.
             try:
-                await theirs.vouch()
                 conn = await self._raw_connect(
                     theirs.endpoint, name, throwaway_password(), None, timeout_s=3
                 )
-            except NotReady as exc:
-                return NeighbourFinding(tuple(problems), unreachable=exc.message,
-                                        throwaway_refused=refused)
             except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
                 if error_code(exc) in _LOGIN_REFUSED:
                     refused += 1

@@ -694,18 +694,20 @@ class PostgresEngine:
         problems += _weak_hba_rules(hba)
         problems += [f"role {r['rolname']} has a non-SCRAM password" for r in weak]
         refused = 0
+        # Throwaway passwords are worthless to whoever gets them: one look at the
+        # runtime only keeps the verdict about the neighbour's own server.
+        try:
+            await theirs.vouch()
+        except NotReady as exc:
+            return NeighbourFinding(tuple(problems), unreachable=exc.message)
         for name in names:
             try:
-                await theirs.vouch()
                 conn = await self._connect(
                     theirs.endpoint, name, throwaway_password(), neighbour.database, timeout_s=3
                 )
             except _AUTH_ERRORS:
                 refused += 1
                 continue
-            except NotReady as exc:
-                return NeighbourFinding(tuple(problems), unreachable=exc.message,
-                                        throwaway_refused=refused)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 return NeighbourFinding(tuple(problems), unreachable=type(exc).__name__,
                                         throwaway_refused=refused)

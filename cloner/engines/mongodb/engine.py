@@ -602,20 +602,22 @@ class MongoEngine:
         if params.get("enableLocalhostAuthBypass"):
             problems.append("localhost authentication bypass is on")
         refused = 0
+        # Throwaway passwords are worthless to whoever gets them: one look at the
+        # runtime only keeps the verdict about the neighbour's own server.
+        try:
+            await theirs.vouch()
+        except NotReady as exc:
+            return NeighbourFinding(tuple(problems), unreachable=exc.message)
         for name in names:
             try:
                 async with self._client(theirs.endpoint, name, throwaway_password(),
-                                        neighbour.database, timeout_s=3,
-                                        vouch=theirs) as client:
+                                        neighbour.database, timeout_s=3) as client:
                     await client.admin.command("ping")
             except OperationFailure as exc:
                 if exc.code == AUTHENTICATION_FAILED:
                     refused += 1
                     continue
                 return NeighbourFinding(tuple(problems), unreachable=_failure(exc),
-                                        throwaway_refused=refused)
-            except NotReady as exc:
-                return NeighbourFinding(tuple(problems), unreachable=exc.message,
                                         throwaway_refused=refused)
             except PyMongoError as exc:
                 return NeighbourFinding(tuple(problems), unreachable=_failure(exc),
