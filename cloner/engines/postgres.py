@@ -72,13 +72,13 @@ PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
 #: ``no_catalog_shadowing`` fails when a tenant schema holds anything by these names;
 #: tests/unit/test_postgres_pinning.py keeps the list in step with the SQL.
 CATALOG_NAMES = frozenset({
-    "aclexplode", "array_length", "col_description", "count", "format_type", "md5",
-    "obj_description", "pg_attrdef", "pg_attribute", "pg_auth_members", "pg_authid",
-    "pg_class", "pg_constraint", "pg_database", "pg_db_role_setting", "pg_depend", "pg_enum",
-    "pg_get_constraintdef", "pg_get_expr", "pg_get_function_identity_arguments",
-    "pg_get_functiondef", "pg_get_triggerdef", "pg_get_viewdef", "pg_index", "pg_indexes",
-    "pg_namespace", "pg_operator", "pg_proc", "pg_read_file", "pg_roles", "pg_sequences",
-    "pg_tables", "pg_trigger", "pg_type", "to_regclass",
+    "aclexplode", "array_length", "col_description", "count", "current_setting",
+    "format_type", "md5", "obj_description", "pg_attrdef", "pg_attribute", "pg_auth_members",
+    "pg_authid", "pg_class", "pg_constraint", "pg_database", "pg_db_role_setting", "pg_depend",
+    "pg_enum", "pg_get_constraintdef", "pg_get_expr", "pg_get_function_identity_arguments",
+    "pg_get_functiondef", "pg_get_triggerdef", "pg_get_viewdef", "pg_hba_file_rules",
+    "pg_index", "pg_indexes", "pg_namespace", "pg_operator", "pg_proc", "pg_read_file",
+    "pg_roles", "pg_sequences", "pg_tables", "pg_trigger", "pg_type", "to_regclass",
 })
 #: Objects with a lower oid came with the server (``FirstNormalObjectId``).
 FIRST_NORMAL_OID = 16384
@@ -662,12 +662,12 @@ class PostgresEngine:
         try:
             async with self._session(theirs, database="postgres") as conn:
                 present = await conn.fetch(
-                    "SELECT r.rolname FROM pg_catalog.pg_roles r "
-                    "WHERE r.rolname OPERATOR(pg_catalog.=) ANY($1::pg_catalog.text[])", names,
+                    "SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::text[])",
+                    names,
                 )
                 verifier = await conn.fetchval(
-                    "SELECT a.rolpassword FROM pg_catalog.pg_authid a "
-                    "WHERE a.rolname OPERATOR(pg_catalog.=) $1", mine.username,
+                    "SELECT a.rolpassword FROM pg_catalog.pg_authid a WHERE a.rolname = $1",
+                    mine.username,
                 )
                 encryption = await conn.fetchval(
                     "SELECT pg_catalog.current_setting('password_encryption')"
@@ -678,8 +678,7 @@ class PostgresEngine:
                 )
                 weak = await conn.fetch(
                     "SELECT a.rolname FROM pg_catalog.pg_authid a "
-                    "WHERE a.rolpassword IS NOT NULL AND a.rolpassword "
-                    "OPERATOR(pg_catalog.!~~) 'SCRAM-SHA-256$%'"
+                    "WHERE a.rolpassword IS NOT NULL AND a.rolpassword NOT LIKE 'SCRAM-SHA-256$%'"
                 )
         except NotReady as exc:  # not vouched for any more (EndpointNotVouched), or down
             return NeighbourFinding(unreachable=exc.message)
