@@ -48,6 +48,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# 1b. promtool (checks deploy/prometheus rules in the tests): taken out of Debian's prometheus
+# package into var/tools, so no Prometheus service is installed or started on this machine.
+if [ ! -x var/tools/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+  log "extracting promtool from Debian's prometheus package into var/tools"
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) \
+      || { apt-get update -qq && (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); }; then
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    mkdir -p var/tools/bin
+    cp "$tmp/root/usr/bin/promtool" var/tools/bin/promtool
+  else
+    log "could not download Debian's prometheus package; the promtool checks will not run"
+  fi
+  rm -rf "$tmp"
+fi
+
 # 2. Docker engine: start one in the background unless one already answers. Only the
 # local default socket is started here; a DOCKER_HOST elsewhere must already answer.
 if [ -e var/docker-unavailable ]; then

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# promtool from bootstrap (var/tools) checks the Prometheus rules and dashboard queries.
+export PATH="$PWD/var/tools/bin:$PATH"
 .venv/bin/ruff check cloner tests benchmarks
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
