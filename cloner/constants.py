@@ -16,6 +16,10 @@ LABEL_ROLE: Final = "cloner.role"
 
 CONTAINER_PREFIX: Final = "cloner-"
 VOLUME_SUFFIX: Final = "-data"
+#: Name suffix and role label of the short-lived container that dumps a kept volume.
+#: A dot never occurs in a tenant id, so the name cannot be another tenant's container.
+VOLUME_DUMP_SUFFIX: Final = ".volume-dump"
+ROLE_VOLUME_DUMP: Final = "volume-dump"
 
 TENANT_ID_PATTERN: Final = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
 

@@ -8,6 +8,8 @@ from cloner.engines.base import (
     Neighbour,
     Placement,
     TenantTarget,
+    VolumeDumpHooks,
+    volume_dump_hooks,
 )
 from cloner.engines.mongodb import MongoEngine
 from cloner.engines.mysql import MysqlEngine
@@ -41,5 +43,5 @@ def available_engines() -> list[Engine]:
 
 __all__ = [
     "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "TenantTarget",
-    "available_engines", "get_engine",
+    "VolumeDumpHooks", "available_engines", "get_engine", "volume_dump_hooks",
 ]
