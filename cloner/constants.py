@@ -13,6 +13,8 @@ LABEL_REQUEST: Final = "cloner.request"
 LABEL_ENGINE: Final = "cloner.engine"
 LABEL_TEMPLATE_VERSION: Final = "cloner.template_version"
 LABEL_ROLE: Final = "cloner.role"
+#: The industry overlay a tenant was created with (lets ``cloner orphans adopt`` say it).
+LABEL_INDUSTRY: Final = "cloner.industry"
 
 CONTAINER_PREFIX: Final = "cloner-"
 VOLUME_SUFFIX: Final = "-data"

@@ -203,7 +203,7 @@ class ControlPlane(Protocol):
         """Every recorded orphan decision, oldest first."""
 
     async def adopt_tenant(
-        self, spec: TenantSpec, request_id: str, backup: dict[str, Any],
+        self, spec: TenantSpec, request_id: str | None, backup: dict[str, Any],
         decision: OrphanDecision,
     ) -> Tenant:
         """Register ``spec`` as deprovisioned from an orphan volume, with its backup.

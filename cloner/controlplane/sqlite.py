@@ -541,7 +541,7 @@ class SQLiteControlPlane:
         ]
 
     async def adopt_tenant(
-        self, spec: TenantSpec, request_id: str, backup: dict[str, Any],
+        self, spec: TenantSpec, request_id: str | None, backup: dict[str, Any],
         decision: OrphanDecision,
     ) -> Tenant:
         """Register an adopted tenant as deprovisioned; checked and written in one transaction."""

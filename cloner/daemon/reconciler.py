@@ -232,6 +232,8 @@ def orphan_verdict(
     """The verdict on ``resource``, or None if a live registry row wants it (module rules)."""
     if resource.scratch:
         return Verdict("scratch server of template validate", quarantine=False)
+    if resource.labels.get(constants.LABEL_ROLE) == constants.ROLE_VOLUME_DUMP:
+        return None  # a backup's helper: lives seconds; a crashed one is replaced by the next
     if tenant is None:
         return Verdict("no registry row", quarantine=True)
     if active is not None:
@@ -577,6 +579,7 @@ class Reconciler:
             constants.LABEL_REQUEST: tenant.request_id or "",
             constants.LABEL_ENGINE: tenant.engine.value,
             constants.LABEL_TEMPLATE_VERSION: tenant.template_version,
+            constants.LABEL_INDUSTRY: tenant.industry.value,
             constants.LABEL_ROLE: "tenant-database",
         }
         services = self.app.services

@@ -255,6 +255,7 @@ class Provisioner:
             constants.LABEL_REQUEST: run.request.id,
             constants.LABEL_ENGINE: run.spec.engine.value,
             constants.LABEL_TEMPLATE_VERSION: run.spec.template_version,
+            constants.LABEL_INDUSTRY: run.spec.industry.value,
             constants.LABEL_ROLE: "tenant-database",
         }
         hosted = await self.s.host(run.engine).start(Placing(
