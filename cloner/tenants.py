@@ -30,17 +30,22 @@ from cloner.domain import (
     sql_identifier,
     validate_tenant_id,
     validate_version,
+    volume_name,
 )
-from cloner.engines import get_engine
+from cloner.engines import Placement, get_engine
 from cloner.errors import (
     InvalidBackup,
     InvalidInput,
     InvalidTransition,
+    RuntimeUnavailable,
     TenantExists,
     TenantNotFound,
     TimeoutExceeded,
 )
+from cloner.logging import get_logger
 from cloner.secrets import role_usernames
+
+log = get_logger(__name__)
 
 #: States in which a repeated, identical create is answered with the request that made the
 #: tenant: it is on its way, or there. Failed and purged tenants are created anew instead.
@@ -86,9 +91,33 @@ class TenantService:
     ) -> Request:
         """Validate and enqueue a provisioning request."""
         spec = self.validate_spec(tenant_id, engine, industry, template_version)
+        await self._refuse_over_unknown_volume(spec)
         return await self.app.control_plane.enqueue(
             spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
         )
+
+    async def _refuse_over_unknown_volume(self, spec: TenantSpec) -> None:
+        """Refuse a create that would start over a volume of an incarnation the registry
+        does not know (a quarantined orphan, e.g. after a control-plane restore): the
+        runtime gives a new request an empty volume, which would wipe that data."""
+        if get_engine(spec.engine).placement is not Placement.CONTAINER:
+            return
+        name = volume_name(spec.tenant_id)
+        try:
+            volume = await self.app.runtime.volume_info(name)
+        except RuntimeUnavailable:
+            log.warning("tenant.volume_unchecked", tenant_id=spec.tenant_id, volume=name)
+            return
+        if volume is None:
+            return
+        tenant = await self.app.control_plane.get_tenant(spec.tenant_id)
+        label = volume.labels.get(constants.LABEL_REQUEST)
+        if tenant is None or tenant.request_id != label:
+            raise TenantExists(
+                f"volume {name} holds data of request {label}, which the registry does not "
+                f"know (a quarantined orphan): `cloner orphans adopt {name}` or "
+                f"`cloner orphans remove {name}` first"
+            )
 
     async def create_or_get(
         self, tenant_id: str, engine: str, industry: str, template_version: str | None = None,
@@ -107,6 +136,7 @@ class TenantService:
         found = await self._same_live_spec(spec)
         if found is not None:
             return found
+        await self._refuse_over_unknown_volume(spec)
         try:
             request = await self.app.control_plane.enqueue(
                 spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
