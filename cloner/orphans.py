@@ -39,9 +39,9 @@ from cloner.backups import verify_backup, write_manifest
 from cloner.controlplane import OrphanDecision
 from cloner.daemon.reconciler import Resource, orphan_verdict
 from cloner.domain import (
+    ADOPTABLE,
     Industry,
     Request,
-    Status,
     TenantSpec,
     container_name,
     parse_engine,
@@ -154,11 +154,11 @@ class OrphanService:
         tid = self._tenant_of(named)
         volume = await self.get(volume_name(tid)) if named.kind == "container" else named
         existing = await self.app.control_plane.get_tenant(tid)
-        if existing is not None and existing.status not in (Status.FAILED, Status.PURGED):
+        if existing is not None and existing.status not in ADOPTABLE:
             raise TenantExists(
                 f"tenant {tid!r} already exists ({existing.status.value}); only an unknown, "
-                f"failed or purged tenant can be adopted: `cloner orphans remove "
-                f"{volume.name}` instead, or delete the tenant first"
+                f"failed, deprovisioned or purged tenant can be adopted: delete the tenant "
+                f"first (`cloner tenant delete {tid}`), or `cloner orphans remove {volume.name}`"
             )
         spec = await self._spec(volume, tid)
         await self._free_volume(tid, actor)

@@ -26,6 +26,7 @@ import aiosqlite
 from cloner.controlplane.base import InstallIdentity, OrphanDecision, QueueStats, TenantUpdate
 from cloner.controlplane.migrations import previous_versions
 from cloner.domain import (
+    ADOPTABLE,
     RECREATABLE,
     Endpoint,
     Engine,
@@ -548,10 +549,10 @@ class SQLiteControlPlane:
         async with self._write() as db:
             cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": spec.tenant_id})
             existing = await cursor.fetchone()
-            if existing is not None and Status(existing["status"]) not in RECREATABLE:
+            if existing is not None and Status(existing["status"]) not in ADOPTABLE:
                 raise TenantExists(
                     f"tenant {spec.tenant_id!r} already exists (status {existing['status']}); "
-                    "only an unknown, failed or purged tenant id can be adopted"
+                    "only an unknown, failed, deprovisioned or purged tenant can be adopted"
                 )
             await db.execute(QUERIES["adopt_tenant"], {
                 "tenant_id": spec.tenant_id, "status": Status.DEPROVISIONED.value,

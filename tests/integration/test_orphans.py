@@ -159,6 +159,9 @@ async def test_older_control_plane_quarantines_the_newer_tenant_and_adopt_restor
     assert all(set(r) == {"name", "kind", "tenant_id", "created_at", "reason"} and r["created_at"]
                for r in rows)
 
+    unknown = await cli(settings, "orphans", "remove", volume_name(KEEP))
+    assert unknown.returncode == 2 and "no quarantined orphan" in unknown.stderr, unknown.stderr
+
     adopted = await cli(settings, "orphans", "adopt", volume_name(NEWER), "--json")
     assert adopted.returncode == 0, adopted.stderr
     outcome = json.loads(adopted.stdout)
