@@ -154,9 +154,11 @@ class TenantService:
             raise InvalidTransition(
                 f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
             )
-        if purge and tenant.status is Status.DEPROVISIONED and await self._has_data(tenant):
+        if (purge and tenant.status is Status.DEPROVISIONED and is_final(tenant.backup)
+                and await self._has_data(tenant)):
             # Refused up front when the final backup is already bad; the worker checks
-            # once more right before it removes the volume.
+            # once more right before it removes the volume. (Without a final backup on
+            # record, the worker takes one from the kept volume before purging.)
             problem = await asyncio.to_thread(
                 final_backup_problem, self.app.settings.backups_dir, tenant_id, tenant.backup)
             if problem is not None:

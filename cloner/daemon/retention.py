@@ -112,7 +112,8 @@ class RetentionSweep:
             return "no recorded backup; the volume is kept"
         if not is_final(backup):
             return (f"the recorded backup is a {(backup or {}).get('reason') or 'earlier'} "
-                    "backup, not a final one; the volume is kept")
+                    "backup, not a final one; the volume is kept (a purge by hand takes "
+                    "the final backup from it first)")
         return await asyncio.to_thread(self._verify_cached, tenant.tenant_id, path)
 
     def _verify_cached(self, tenant_id: str, path: str) -> str | None:
