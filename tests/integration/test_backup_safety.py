@@ -282,3 +282,28 @@ async def _mysql_count(target: TenantTarget, email: str) -> int:
     finally:
         conn.close()
     return int(row[0]) if row else 0
+
+
+async def test_volume_backup_of_a_volume_without_a_server_fails_and_cleans_up(
+    docker_app: App,
+) -> None:
+    """An empty (never initialised) volume: the helper's server refuses to start without a
+    password; the dump fails with the container's own words and the helper is removed."""
+    app = docker_app
+    name = volume_name("bks-empty")
+    labels = {constants.LABEL_MANAGED: "true", constants.LABEL_INSTALL: app.install_id,
+              constants.LABEL_TENANT: "bks-empty", constants.LABEL_ENGINE: "postgres"}
+    await asyncio.to_thread(create_volume, name, labels)
+    with pytest.raises(BackupError, match="no superuser password"):
+        await backup_kept_volume(app.services, "bks-empty", reason="test")
+    assert containers_on(name) == []
+    assert await asyncio.to_thread(list_backups, app.settings.backups_dir, "bks-empty") == []
+
+
+def create_volume(name: str, labels: dict[str, str]) -> None:
+    """A volume carrying this install's labels, as if cloner had created it."""
+    client = docker.from_env(timeout=30)
+    try:
+        client.volumes.create(name, labels=labels)
+    finally:
+        client.close()
