@@ -15,7 +15,7 @@ from typing import Any
 
 from cloner import constants
 from cloner.app import App
-from cloner.backups import BackupInfo, verify_backup
+from cloner.backups import BackupInfo, final_backup_problem, is_final, verify_backup
 from cloner.domain import (
     RESTORABLE,
     Industry,
@@ -184,9 +184,22 @@ class TenantService:
             raise InvalidTransition(
                 f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
             )
+        if (purge and tenant.status is Status.DEPROVISIONED and is_final(tenant.backup)
+                and await self._has_data(tenant)):
+            # Refused up front when the final backup is already bad; the worker checks
+            # once more right before it removes the volume. (Without a final backup on
+            # record, the worker takes one from the kept volume before purging.)
+            problem = await asyncio.to_thread(
+                final_backup_problem, self.app.settings.backups_dir, tenant_id, tenant.backup)
+            if problem is not None:
+                raise InvalidTransition(
+                    f"refusing to purge {tenant_id!r}: {problem}; the volume is kept")
         return await self.app.control_plane.enqueue(
             None, RequestKind.DEPROVISION, tenant_id, {"purge": purge, "actor": actor}
         )
+
+    async def _has_data(self, tenant: Tenant) -> bool:
+        return await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id)
 
     async def restore(
         self, tenant_id: str, backup: str | None = None, *, actor: str | None = None
@@ -227,24 +240,24 @@ class TenantService:
         )
 
     async def _check_volume_backed_up(self, tenant: Tenant, chosen: BackupInfo) -> None:
-        """Refuse to replace a deprovisioned tenant's volume whose data no backup holds."""
-        if tenant.status is not Status.DEPROVISIONED:
+        """Refuse to replace a kept volume whose data no verified final backup holds.
+
+        The volume of a deprovisioned tenant (or one whose restore failed and
+        kept it) is replaced by the restore; its data must then live on in the
+        final backup taken when its container was removed. An on-demand or
+        pre-migration backup is older than the volume and never counts.
+        """
+        if tenant.status is Status.PURGED or not await self._has_data(tenant):
             return
-        if (tenant.backup or {}).get("sha256") == chosen.sha256:
-            return  # the chosen backup holds the final data, and it was just verified
-        if not await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id):
-            return
-        try:
-            await asyncio.to_thread(
-                verify_backup, self.app.settings.backups_dir, tenant.tenant_id,
-                _recorded_backup(tenant),
-            )
-        except InvalidBackup as exc:
+        if is_final(tenant.backup) and (tenant.backup or {}).get("sha256") == chosen.sha256:
+            return  # the chosen backup is the final one, and it was just verified
+        problem = await asyncio.to_thread(
+            final_backup_problem, self.app.settings.backups_dir, tenant.tenant_id, tenant.backup)
+        if problem is not None:
             raise InvalidTransition(
-                f"tenant {tenant.tenant_id!r} still has its data volume and its final backup "
-                f"does not verify ({exc.message}); a restore would replace that data: "
-                "recover the volume by hand first"
-            ) from None
+                f"tenant {tenant.tenant_id!r} still has its data volume and {problem}; a "
+                "restore would replace that data: recover the volume by hand first"
+            )
 
     async def backup(self, tenant_id: str, *, actor: str | None = None) -> Request:
         """Enqueue an on-demand backup of a ready tenant.

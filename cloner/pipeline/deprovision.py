@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from cloner import constants
-from cloner.backups import verify_backup, write_manifest
+from cloner.backups import final_backup_problem, is_final, write_manifest
 from cloner.controlplane import TenantUpdate
 from cloner.domain import Engine, Request, Status, Tenant, volume_name
 from cloner.engines import BackupResult, Placement, get_engine
-from cloner.errors import BackupError, InvalidBackup, InvalidTransition
+from cloner.errors import BackupError, InvalidTransition
 from cloner.logging import get_logger
 from cloner.pipeline.context import Services
 from cloner.pipeline.hosts import ContainerHost
@@ -239,33 +239,6 @@ async def backup_kept_volume(
     log.info("backup.volume_done", tenant_id=tenant_id, path=str(result.path),
              size_bytes=result.size_bytes)
     return record
-
-
-def is_final(backup: dict[str, Any] | None) -> bool:
-    """True when ``backup`` is a tenant's final backup: taken by a deprovision request
-    and recorded as such (an on-demand or pre-migration backup never is)."""
-    return bool(backup and backup.get("final") is True and backup.get("request"))
-
-
-def final_backup_problem(backups_dir: Path, tenant_id: str,
-                         backup: dict[str, Any] | None) -> str | None:
-    """None when ``backup`` is the tenant's final backup and verifies now, else why not.
-
-    Verification reads the archive back (SHA-256 against the manifest and the
-    ``.sha256`` sidecar, as ``backup list`` does). Blocking: run in a thread.
-    """
-    if not backup:
-        return "no final backup is recorded"
-    if not is_final(backup):
-        return (f"the recorded backup is a {backup.get('reason') or 'earlier'} backup, "
-                "not the final one")
-    try:
-        info = verify_backup(backups_dir, tenant_id, str(backup.get("path")))
-    except InvalidBackup as exc:
-        return f"the final backup does not verify: {exc.message}"
-    if info.sha256 != backup.get("sha256"):
-        return "the final backup's checksum differs from the one recorded when it was taken"
-    return None
 
 
 def require_final_backup(backups_dir: Path, tenant_id: str,

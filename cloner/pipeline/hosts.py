@@ -103,6 +103,17 @@ class TenantHost(Protocol):
     async def remove_data(self, tenant_id: str) -> None:
         """Remove the tenant's data for good."""
 
+    async def data_request(self, tenant_id: str) -> str | None:
+        """The request that created the tenant's data (volume label, directory marker);
+        ``""`` when the data exists without that record, None when there is no data."""
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        """Compensation: remove what ``request_id`` created, nothing else; names removed.
+
+        Data of another request (a deprovisioned tenant's retained volume, an
+        earlier incarnation's files) is left where it is.
+        """
+
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """The placement's part of the isolation proof."""
 
@@ -240,6 +251,26 @@ class ContainerHost:
     async def remove_data(self, tenant_id: str) -> None:
         await self.s.runtime.remove_volume(volume_name(tenant_id))
 
+    async def data_request(self, tenant_id: str) -> str | None:
+        info = await self.s.runtime.volume_info(volume_name(tenant_id))
+        if info is None:
+            # Absent, or someone else's volume under our name: the runtime never touches it.
+            return None
+        return info.labels.get(constants.LABEL_REQUEST, "")
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        removed: list[str] = []
+        name = container_name(tenant_id)
+        info = await self.s.runtime.inspect(name)
+        if info is not None and info.labels.get(constants.LABEL_REQUEST) == request_id:
+            await self.s.runtime.remove_container(name)
+            removed.append(name)
+        volume = volume_name(tenant_id)
+        if await self.data_request(tenant_id) == request_id:
+            await self.s.runtime.remove_volume(volume)
+            removed.append(volume)
+        return removed
+
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """Published on the bind host only; alone on the isolated tenant network."""
         name = target.container_name
@@ -335,6 +366,22 @@ class EmbeddedHost:
     async def remove_data(self, tenant_id: str) -> None:
         folder = self.tenant_dir(tenant_id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def data_request(self, tenant_id: str) -> str | None:
+        return await asyncio.to_thread(self._data_request, self.tenant_dir(tenant_id))
+
+    @staticmethod
+    def _data_request(folder: Path) -> str | None:
+        if not folder.is_dir():
+            return None
+        marker = folder / REQUEST_MARKER
+        return marker.read_text() if marker.is_file() else ""
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        if await self.data_request(tenant_id) != request_id:
+            return []
+        await self.remove_data(tenant_id)
+        return [str(self.tenant_dir(tenant_id))]
 
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """Private directory and file, inside this data directory, not a link elsewhere."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiomysql
 import docker
+import docker.errors
 import pytest
 
 from cloner import constants
@@ -79,6 +80,17 @@ def containers_on(volume: str) -> list[str]:
     client = docker.from_env(timeout=30)
     try:
         return [c.name or "" for c in client.containers.list(all=True, filters={"volume": volume})]
+    finally:
+        client.close()
+
+
+def volume_labels(name: str) -> dict[str, str] | None:
+    """The labels of a volume as Docker reports them, None if it does not exist."""
+    client = docker.from_env(timeout=30)
+    try:
+        return dict(client.volumes.get(name).attrs.get("Labels") or {})
+    except docker.errors.NotFound:
+        return None
     finally:
         client.close()
 
@@ -173,12 +185,12 @@ async def test_failed_restore_keeps_the_retained_volume(docker_app: App) -> None
     service = TenantService(app)
     target = await provision(app, "bks-keep")
     await add_marker(target, "kept@example.com")
-    deleted = await service.delete("bks-keep", actor=ACTOR)
+    deleted = await service.delete("bks-keep", purge=False, actor=ACTOR)
     await run(app, deleted.id)
     tenant = await service.get("bks-keep")
     assert tenant.status is Status.DEPROVISIONED and tenant.backup is not None
-    volume = await app.runtime.volume_info(volume_name("bks-keep"))
-    assert volume is not None
+    labels = await asyncio.to_thread(volume_labels, volume_name("bks-keep"))
+    assert labels is not None
 
     restore = await service.restore("bks-keep", actor=ACTOR)
     await asyncio.to_thread(flip_first_byte, Path(tenant.backup["path"]))
@@ -187,8 +199,8 @@ async def test_failed_restore_keeps_the_retained_volume(docker_app: App) -> None
     failed = await app.control_plane.get_request(restore.id)
     assert failed is not None and failed.status.value == "failed"
     assert (await service.get("bks-keep")).error["step"] == "resolve"  # type: ignore[index]
-    kept = await app.runtime.volume_info(volume_name("bks-keep"))
-    assert kept is not None and kept.labels == volume.labels  # the same volume, untouched
+    # The same volume, untouched (a re-created one would carry the restore's request id).
+    assert await asyncio.to_thread(volume_labels, volume_name("bks-keep")) == labels
     # A second restore from the rotted backup is refused up front, volume still kept.
     with pytest.raises(Exception, match="failed verification"):
         await service.restore("bks-keep", actor=ACTOR)
@@ -200,7 +212,7 @@ async def test_purge_with_corrupted_final_backup_is_refused(docker_app: App) -> 
     app = docker_app
     service = TenantService(app)
     await provision(app, "bks-rot")
-    deleted = await service.delete("bks-rot", actor=ACTOR)
+    deleted = await service.delete("bks-rot", purge=False, actor=ACTOR)
     await run(app, deleted.id)
     tenant = await service.get("bks-rot")
     assert tenant.backup is not None and tenant.backup["final"] is True
@@ -217,7 +229,7 @@ async def test_purge_with_corrupted_final_backup_is_refused(docker_app: App) -> 
     await run(app, request.id)
     done = await app.control_plane.get_request(request.id)
     assert done is not None and done.status.value == "failed"
-    assert "refusing to purge bks-rot" in (done.error or "")
+    assert "refusing to purge bks-rot" in (done.last_error or "")
     assert await app.runtime.volume_exists(volume_name("bks-rot"))
     assert (await service.get("bks-rot")).status is not Status.PURGED
 
@@ -270,3 +282,28 @@ async def _mysql_count(target: TenantTarget, email: str) -> int:
     finally:
         conn.close()
     return int(row[0]) if row else 0
+
+
+async def test_volume_backup_of_a_volume_without_a_server_fails_and_cleans_up(
+    docker_app: App,
+) -> None:
+    """An empty (never initialised) volume: the helper's server refuses to start without a
+    password; the dump fails with the container's own words and the helper is removed."""
+    app = docker_app
+    name = volume_name("bks-empty")
+    labels = {constants.LABEL_MANAGED: "true", constants.LABEL_INSTALL: app.install_id,
+              constants.LABEL_TENANT: "bks-empty", constants.LABEL_ENGINE: "postgres"}
+    await asyncio.to_thread(create_volume, name, labels)
+    with pytest.raises(BackupError, match="no superuser password"):
+        await backup_kept_volume(app.services, "bks-empty", reason="test")
+    assert containers_on(name) == []
+    assert await asyncio.to_thread(list_backups, app.settings.backups_dir, "bks-empty") == []
+
+
+def create_volume(name: str, labels: dict[str, str]) -> None:
+    """A volume carrying this install's labels, as if cloner had created it."""
+    client = docker.from_env(timeout=30)
+    try:
+        client.volumes.create(name, labels=labels)
+    finally:
+        client.close()
