@@ -328,6 +328,15 @@ def test_orphan_rules(case: Case) -> None:
     assert found == expected, verdict
 
 
+def test_volume_dump_helpers_are_left_to_the_backup_that_started_them() -> None:
+    """The backups' short-lived helper container is never an orphan, with or without a row."""
+    helper = Resource("container", "cloner-t-1.volume-dump",
+                      {constants.LABEL_TENANT: "t-1",
+                       constants.LABEL_ROLE: constants.ROLE_VOLUME_DUMP}, None)
+    assert orphan_verdict(helper, None, None, keep_failed=False) is None
+    assert orphan_verdict(helper, _tenant(Status.DEPROVISIONED), None, keep_failed=False) is None
+
+
 def test_scratch_servers_and_unlabelled_names() -> None:
     """Scratch servers never have a row and are removable; names give the tenant id."""
     scratch = Resource("container", "cloner-validate-1", {constants.LABEL_ROLE: "scratch"}, None)
