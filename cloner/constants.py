@@ -63,6 +63,12 @@ READY_TIMEOUT_S: Final = 60.0
 READY_PROBE_INTERVAL_S: Final = 0.05
 READY_PROBE_MAX_INTERVAL_S: Final = 0.5
 
+# Sessions cloner opens on tenant servers (overridable: CLONER_ADMIN_*_TIMEOUT_S)
+#: Longest single statement; template and migration scripts lift it for their own transaction.
+ADMIN_STATEMENT_TIMEOUT_S: Final = 120.0
+#: Longest wait for a lock a tenant session holds.
+ADMIN_LOCK_TIMEOUT_S: Final = 10.0
+
 # Metrics
 METRIC_PREFIX: Final = "cloner_"
 PROVISION_BUCKETS_S: Final = (

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     backoff_cap_s: float = Field(default=constants.BACKOFF_CAP_S, gt=0)
     ready_timeout_s: float = Field(default=constants.READY_TIMEOUT_S, gt=0)
     step_timeout_s: float = Field(default=120.0, gt=0)
+    #: statement_timeout / max_statement_time of every session cloner opens on a tenant
+    #: server (superuser and tenant-role probes); set at connect time, tenants cannot lift it.
+    admin_statement_timeout_s: float = Field(default=constants.ADMIN_STATEMENT_TIMEOUT_S, gt=0)
+    #: lock_timeout / lock_wait_timeout of those sessions: a tenant's lock fails them fast.
+    admin_lock_timeout_s: float = Field(default=constants.ADMIN_LOCK_TIMEOUT_S, gt=0)
     keep_failed: bool = False
 
     # Reconciler and health monitor (RELIABILITY.md: reconcile 15 s, orphan grace 2x lease TTL).

@@ -120,7 +120,7 @@ from cloner.domain import (
     container_name,
     volume_name,
 )
-from cloner.engines import EngineDriver, Placement, TenantTarget, get_engine
+from cloner.engines import EngineDriver, Placement, SessionLimits, TenantTarget, get_engine
 from cloner.errors import ClonerError, InvalidTransition, NotReady, RuntimeUnavailable
 from cloner.logging import get_logger
 from cloner.pipeline.verify import prove_isolation
@@ -540,7 +540,8 @@ class Reconciler:
             event_detail={"container_id": info.id, "port": info.host_port},
         )))
         self._act(actions, action, tid, name, f"now at {endpoint.host}:{endpoint.port}")
-        target = TenantTarget(tid, driver.database_name(tid), endpoint, creds, name)
+        target = TenantTarget(tid, driver.database_name(tid), endpoint, creds, name,
+                              session=SessionLimits.from_settings(self.app.settings))
         await driver.wait_ready(target, self.app.settings.ready_timeout_s)
         proof = fresh.isolation
         if action == "recreated":

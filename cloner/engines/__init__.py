@@ -7,6 +7,7 @@ from cloner.engines.base import (
     EngineDriver,
     Neighbour,
     Placement,
+    SessionLimits,
     TenantTarget,
     VolumeDumpHooks,
     volume_dump_hooks,
@@ -42,6 +43,6 @@ def available_engines() -> list[Engine]:
 
 
 __all__ = [
-    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "TenantTarget",
-    "VolumeDumpHooks", "available_engines", "get_engine", "volume_dump_hooks",
+    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "SessionLimits",
+    "TenantTarget", "VolumeDumpHooks", "available_engines", "get_engine", "volume_dump_hooks",
 ]

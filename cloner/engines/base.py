@@ -14,7 +14,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cloner import constants
 from cloner.catalog import ResolvedTemplates
@@ -29,6 +29,9 @@ from cloner.domain import (
 )
 from cloner.runtime.base import ContainerSpec, Runtime
 
+if TYPE_CHECKING:
+    from cloner.settings import Settings
+
 
 class Placement(enum.StrEnum):
     """Where an engine's tenant databases live."""
@@ -37,6 +40,26 @@ class Placement(enum.StrEnum):
     CONTAINER = "container"
     #: A file in cloner's data directory, opened in-process (no server, no logins).
     EMBEDDED = "embedded"
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Per-statement limits every session cloner opens on a tenant server carries.
+
+    Applied at connect time (PostgreSQL: the startup packet, which outranks any
+    ``ALTER DATABASE/ROLE … SET`` a tenant made; MariaDB: ``SET SESSION`` before
+    the first statement), so a tenant's lock or slow object cannot stall
+    cloner's own sessions without bound. MongoDB operations are bounded by the
+    client's socket timeout instead.
+    """
+
+    statement_timeout_s: float = constants.ADMIN_STATEMENT_TIMEOUT_S
+    lock_timeout_s: float = constants.ADMIN_LOCK_TIMEOUT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        """``CLONER_ADMIN_STATEMENT_TIMEOUT_S`` and ``CLONER_ADMIN_LOCK_TIMEOUT_S``."""
+        return cls(settings.admin_statement_timeout_s, settings.admin_lock_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,8 @@ class TenantTarget:
     container_name: str | None = None
     #: Where an embedded engine keeps its files (``<data_dir>/<engine>``); None otherwise.
     storage_root: Path | None = None
+    #: Statement and lock timeouts of every session opened for this target.
+    session: SessionLimits = SessionLimits()
 
     def __repr__(self) -> str:
         return f"TenantTarget(tenant_id={self.tenant_id!r}, endpoint={self.endpoint!r})"

@@ -37,6 +37,7 @@ import dataclasses
 import gzip
 import hashlib
 import ipaddress
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -61,7 +62,14 @@ from cloner.domain import (
     sql_identifier,
 )
 from cloner.engines import mysql_migrations as my_migrations
-from cloner.engines.base import BackupResult, ContainerDefaults, Neighbour, Placement, TenantTarget
+from cloner.engines.base import (
+    BackupResult,
+    ContainerDefaults,
+    Neighbour,
+    Placement,
+    SessionLimits,
+    TenantTarget,
+)
 from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
 from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, NotReady, TemplateError
@@ -405,9 +413,10 @@ class MysqlEngine:
     @staticmethod
     async def _raw_connect(
         endpoint: Endpoint, user: str, password: str, database: str | None,
-        timeout_s: float = CONNECT_TIMEOUT_S,
+        timeout_s: float = CONNECT_TIMEOUT_S, *, limits: SessionLimits | None = None,
     ) -> aiomysql.Connection:
-        """A connection, or the client library's own error."""
+        """A connection with cloner's session limits (``pinned_init``), or the client
+        library's own error."""
         # aiomysql bounds only the TCP connect by connect_timeout; the handshake
         # and authentication are bounded here.
         async with asyncio.timeout(timeout_s):
@@ -415,16 +424,17 @@ class MysqlEngine:
                 host=endpoint.host, port=endpoint.port, user=user, password=password,
                 db=database, connect_timeout=timeout_s, charset=DB_CHARSET,
                 autocommit=True, local_infile=False, cursorclass=_QuietCursor,
-                program_name="cloner",
+                program_name="cloner", init_command=pinned_init(limits or SessionLimits()),
             )
 
     async def _connect(
         self, endpoint: Endpoint, user: str, password: str, database: str | None,
-        timeout_s: float = CONNECT_TIMEOUT_S,
+        timeout_s: float = CONNECT_TIMEOUT_S, *, limits: SessionLimits | None = None,
     ) -> aiomysql.Connection:
         """A connection; a server that is not there (yet) is ``NotReady`` (retried)."""
         try:
-            return await self._raw_connect(endpoint, user, password, database, timeout_s)
+            return await self._raw_connect(endpoint, user, password, database, timeout_s,
+                                           limits=limits)
         except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
             if _is_connection_error(exc):
                 raise NotReady(
@@ -444,7 +454,7 @@ class MysqlEngine:
             cred = target.credentials.roles[role]
             user, password = cred.username, cred.password
         db = None if no_database else target.database
-        conn = await self._connect(target.endpoint, user, password, db)
+        conn = await self._connect(target.endpoint, user, password, db, limits=target.session)
         try:
             yield conn
         finally:
@@ -463,6 +473,7 @@ class MysqlEngine:
                     conn = await self._raw_connect(
                         target.endpoint, SUPERUSER, password, None,
                         timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
+                        limits=target.session,
                     )
                 except (OSError, TimeoutError, pymysql.err.MySQLError) as exc:
                     last_error = exc
@@ -516,7 +527,7 @@ class MysqlEngine:
             async with asyncio.timeout(timeout_s):
                 conn = await self._raw_connect(
                     target.endpoint, app.username, app.password, target.database,
-                    timeout_s=timeout_s,
+                    timeout_s=timeout_s, limits=target.session,
                 )
                 try:
                     async with conn.cursor() as cur:
@@ -603,6 +614,8 @@ class MysqlEngine:
         async with self._session(target, "owner") as conn, conn.cursor() as cur:
             for variable, value in TEMPLATE_SESSION.items():
                 await cur.execute(f"SET SESSION {variable} = %s", (value,))
+            # Template scripts may run long (seed data): no per-statement limit here.
+            await cur.execute("SET SESSION max_statement_time = 0")
             for template in templates.files:
                 started = time.monotonic()
                 for statement in split_statements(template.read()):
@@ -685,9 +698,12 @@ class MysqlEngine:
             allowed = ", ".join(_literal(u) for u in (roles["owner"].username, SUPERUSER,
                                                       SOCKET_ACCOUNT))
             for event in ("INSERT", "UPDATE", "DELETE"):
-                # The invoker (USER()), not the definer (CURRENT_USER()), decides.
+                # The invoker (USER()), not the definer (CURRENT_USER()), decides. Defined
+                # as the owner: no object in a tenant database runs with root's rights
+                # (``no_privileged_definers``), cloner's own included.
                 await cur.execute(
-                    f"CREATE OR REPLACE TRIGGER schema_info_guard_{event.lower()} "
+                    f"CREATE OR REPLACE DEFINER = {owner} "
+                    f"TRIGGER schema_info_guard_{event.lower()} "
                     f"BEFORE {event} ON schema_info FOR EACH ROW "
                     f"IF SUBSTRING_INDEX(USER(), '@', 1) NOT IN ({allowed}) THEN "
                     "SIGNAL SQLSTATE '42000' SET MYSQL_ERRNO = 1142, "
@@ -707,6 +723,7 @@ class MysqlEngine:
             await self._check_roles_unprivileged(target),
             await self._check_app_cannot_escalate(target),
             await self._check_public_revoked(target),
+            await self._check_no_privileged_definers(target),
             await self._check_neighbours_refuse(target, neighbours),
         ]
 
@@ -811,6 +828,51 @@ class MysqlEngine:
             f"owner/app/readonly@{','.join(hosts)}: no global privileges (no SUPER, FILE, "
             f"PROCESS, CREATE USER), grants on {expected_pattern} only, no GRANT OPTION, "
             "no roles or proxies",
+        )
+
+    async def _check_no_privileged_definers(self, target: TenantTarget) -> CheckResult:
+        """``no_privileged_definers``: nothing in the tenant database runs as another account.
+
+        Triggers, views, routines and events run with their DEFINER's rights
+        (SQL SECURITY DEFINER, the default). Every one in the tenant database
+        must be defined by one of the tenant's own accounts: one defined by
+        root (or any account outside the tenant) would lend its privileges to
+        whoever makes it run. cloner itself never reads a tenant object as root.
+        The ``schema_info`` guard triggers of tenants provisioned before cloner
+        defined them as the owner are root's and pass: no tenant can create an
+        object defined by root, nor change a trigger's body without re-creating
+        it as itself, so those still hold cloner's own body.
+        """
+        name = "no_privileged_definers"
+        own = {c.username for c in target.credentials.roles.values()}
+        legacy_guards = {f"schema_info_guard_{event}" for event in ("insert", "update", "delete")}
+        objects = (
+            ("trigger", "TRIGGER_NAME", "DEFINER", "TRIGGERS", "TRIGGER_SCHEMA"),
+            ("view", "TABLE_NAME", "DEFINER", "VIEWS", "TABLE_SCHEMA"),
+            ("routine", "ROUTINE_NAME", "DEFINER", "ROUTINES", "ROUTINE_SCHEMA"),
+            ("event", "EVENT_NAME", "DEFINER", "EVENTS", "EVENT_SCHEMA"),
+        )
+        found: list[str] = []
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            for kind, column, definer, table, schema in objects:
+                await cur.execute(
+                    f"SELECT {column}, {definer} FROM information_schema.{table} "
+                    f"WHERE {schema} = %s ORDER BY 1", (target.database,),
+                )
+                found += [
+                    f"{kind} {row[0]} (DEFINER={row[1]})" for row in await cur.fetchall()
+                    if str(row[1]).rpartition("@")[0] not in own
+                    and not (kind == "trigger" and str(row[0]) in legacy_guards
+                             and str(row[1]).rpartition("@")[0] == SUPERUSER)
+                ]
+        if found:
+            return CheckResult(
+                name, False, f"objects defined by a non-tenant account: {', '.join(found)}"
+            )
+        return CheckResult(
+            name, True,
+            "every trigger, view, routine and event in the database is defined by a tenant "
+            "account",
         )
 
     async def _check_app_cannot_escalate(self, target: TenantTarget) -> CheckResult:
@@ -1053,8 +1115,9 @@ class MysqlEngine:
         return int(row[0]) if row else 0
 
     async def row_counts(self, target: TenantTarget) -> dict[str, int]:
-        """Exact row counts per base table of the tenant database."""
-        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+        """Exact row counts per base table of the tenant database (read as the owner:
+        a table swapped for an invoker view never runs tenant code as root)."""
+        async with self._session(target, "owner") as conn, conn.cursor() as cur:
             await cur.execute(
                 "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
                 "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (target.database,),
@@ -1128,8 +1191,13 @@ class MysqlEngine:
     transactional_ddl = False
 
     async def migration_state(self, target: TenantTarget) -> MigrationState:
-        """Root version and applied steps from the tenant's ``schema_info``."""
-        async with self._session(target) as conn:
+        """Root version and applied steps from the tenant's ``schema_info``.
+
+        Read as the owner, like everything in the tenant's database: as root, a
+        ``schema_info`` the tenant replaced by an SQL SECURITY INVOKER view would
+        run the tenant's functions with root's rights.
+        """
+        async with self._session(target, "owner") as conn:
             return await my_migrations.read_state(conn, target.tenant_id)
 
     async def apply_migration_step(
@@ -1156,8 +1224,8 @@ class MysqlEngine:
     async def realign_migration_checksum(
         self, target: TenantTarget, applied: AppliedMigration, checksum: str
     ) -> None:
-        """Record ``checksum`` for an applied step (``migrate repair``)."""
-        async with self._session(target) as conn:
+        """Record ``checksum`` for an applied step (``migrate repair``), as the owner."""
+        async with self._session(target, "owner") as conn:
             await my_migrations.realign(conn, target.tenant_id, applied, checksum)
 
     async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
@@ -1247,6 +1315,21 @@ class _AiomysqlPool:
 
     def get_idle_size(self) -> int:
         return int(self._pool.freesize)
+
+
+def pinned_init(limits: SessionLimits) -> str:
+    """The first statement of every session cloner opens on a tenant server.
+
+    MariaDB has no per-database or per-account variable defaults and a tenant
+    cannot ``SET GLOBAL``, so nothing a tenant does changes a new session's
+    variables; what is set here are cloner's own bounds: a statement and a
+    lock wait (metadata and row) end instead of stalling the caller.
+    """
+    lock_s = max(1, math.ceil(limits.lock_timeout_s))
+    return (
+        f"SET SESSION max_statement_time = {limits.statement_timeout_s:g}, "
+        f"lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}"
+    )
 
 
 async def _close(conn: aiomysql.Connection) -> None:

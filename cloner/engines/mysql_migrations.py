@@ -105,6 +105,8 @@ async def apply_step(
         # application transaction holding a table fails the step instead of stalling it.
         await cur.execute("SET SESSION lock_wait_timeout = %s", (wait_s,))
         await cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (wait_s,))
+        # A step may run long (a backfill): the migration's own deadlines bound it.
+        await cur.execute("SET SESSION max_statement_time = 0")
         await cur.execute("SELECT GET_LOCK(%s, %s)", (lock, wait_s))
         got = await cur.fetchone()
         if not got or got[0] != 1:

@@ -37,6 +37,7 @@ from cloner.engines.base import (
     ContainerDefaults,
     Neighbour,
     Placement,
+    SessionLimits,
     TenantTarget,
 )
 from cloner.engines.checks import Outcome, looks_like_plaintext_secret, neighbours_refuse
@@ -59,6 +60,24 @@ _AUTH_ERRORS = (
     asyncpg.InvalidPasswordError,
     asyncpg.InvalidAuthorizationSpecificationError,
 )
+#: The search path of every session cloner opens. Sent in the startup packet, it
+#: outranks ``ALTER DATABASE/ROLE … SET search_path``: no tenant object can shadow a
+#: built-in (pg_temp last: a temp object is only ever reached by its qualified name).
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+#: Catalog relations and functions cloner's SQL names (always as ``pg_catalog.<name>``).
+#: ``no_catalog_shadowing`` fails when a tenant schema holds anything by these names;
+#: tests/unit/test_postgres_pinning.py keeps the list in step with the SQL.
+CATALOG_NAMES = frozenset({
+    "aclexplode", "array_length", "col_description", "count", "format_type", "md5",
+    "obj_description", "pg_attrdef", "pg_attribute", "pg_auth_members", "pg_authid",
+    "pg_class", "pg_constraint", "pg_database", "pg_db_role_setting", "pg_depend", "pg_enum",
+    "pg_get_constraintdef", "pg_get_expr", "pg_get_function_identity_arguments",
+    "pg_get_functiondef", "pg_get_triggerdef", "pg_get_viewdef", "pg_index", "pg_indexes",
+    "pg_namespace", "pg_operator", "pg_proc", "pg_read_file", "pg_roles", "pg_sequences",
+    "pg_tables", "pg_trigger", "pg_type", "to_regclass",
+})
+#: Objects with a lower oid came with the server (``FirstNormalObjectId``).
+FIRST_NORMAL_OID = 16384
 
 
 def quote_ident(name: str) -> str:
@@ -145,12 +164,13 @@ class PostgresEngine:
     @staticmethod
     async def _connect(
         endpoint: Endpoint, user: str, password: str, database: str,
-        timeout_s: float = CONNECT_TIMEOUT_S,
+        timeout_s: float = CONNECT_TIMEOUT_S, *, limits: SessionLimits | None = None,
     ) -> asyncpg.Connection:
+        """A session pinned at connect time (``pinned_settings``), whoever logs in."""
         return await asyncpg.connect(
             host=endpoint.host, port=endpoint.port, user=user, password=password,
             database=database, timeout=timeout_s, ssl=False,
-            server_settings={"application_name": "cloner"},
+            server_settings=pinned_settings(limits or SessionLimits()),
         )
 
     @asynccontextmanager
@@ -159,7 +179,8 @@ class PostgresEngine:
     ) -> AsyncIterator[asyncpg.Connection]:
         cred = target.credentials.superuser if role is None else target.credentials.roles[role]
         conn = await self._connect(
-            target.endpoint, cred.username, cred.password, database or target.database
+            target.endpoint, cred.username, cred.password, database or target.database,
+            limits=target.session,
         )
         try:
             yield conn
@@ -179,6 +200,7 @@ class PostgresEngine:
                     conn = await self._connect(
                         target.endpoint, superuser.username, password, "postgres",
                         timeout_s=min(CONNECT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1)),
+                        limits=target.session,
                     )
                 except _AUTH_ERRORS as exc:
                     last_error = exc
@@ -213,7 +235,7 @@ class PostgresEngine:
             async with asyncio.timeout(timeout_s):
                 conn = await self._connect(
                     target.endpoint, app.username, app.password, target.database,
-                    timeout_s=timeout_s,
+                    timeout_s=timeout_s, limits=target.session,
                 )
                 try:
                     await conn.fetchval("SELECT 1")
@@ -239,17 +261,26 @@ class PostgresEngine:
     # --------------------------------------------------------------- template
 
     async def _ensure_database(self, target: TenantTarget) -> None:
-        """The owner role (no login yet) and the tenant database it owns, schema included."""
+        """The owner role (no login yet), the tenant database, and its schema the owner owns.
+
+        The database itself belongs to the superuser: its owner could ``ALTER
+        DATABASE … SET`` defaults for every session in it, cloner's included,
+        and create schemas; the tenant's owner role owns schema ``public`` only.
+        """
         db = target.database
         owner = target.credentials.roles["owner"].username
         async with self._session(target, database="postgres") as conn:
-            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", owner):
+            if not await conn.fetchval(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", owner
+            ):
                 await conn.execute(
                     f"CREATE ROLE {quote_ident(owner)} NOLOGIN NOSUPERUSER NOCREATEDB "
                     "NOCREATEROLE NOREPLICATION NOBYPASSRLS"
                 )
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db):
-                await conn.execute(f"CREATE DATABASE {quote_ident(db)} OWNER {quote_ident(owner)}")
+            if not await conn.fetchval(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", db
+            ):
+                await conn.execute(f"CREATE DATABASE {quote_ident(db)}")
         async with self._session(target) as conn:
             await conn.execute(f"ALTER SCHEMA public OWNER TO {quote_ident(owner)}")
 
@@ -258,36 +289,42 @@ class PostgresEngine:
         db = target.database
         owner = target.credentials.roles["owner"].username
         await self._ensure_database(target)
-        async with self._session(target) as conn:
+        async with self._session(target) as conn, conn.transaction():
+            # The tenant's schema is read and written as its owner: a view or trigger
+            # the tenant put there never runs with superuser rights.
+            await conn.execute(f"SET LOCAL ROLE {quote_ident(owner)}")
             if await self._applied(conn, templates, db):
                 return
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL ROLE {quote_ident(owner)}")
-                await conn.execute("SET LOCAL search_path = public")
-                for template in templates.files:
-                    started = time.monotonic()
-                    try:
-                        await conn.execute(template.read())
-                    except asyncpg.PostgresError as exc:
-                        raise TemplateError(
-                            f"{template.kind} template {template.path.name} "
-                            f"({template.name} {template.version}) failed: "
-                            f"{type(exc).__name__}: {exc}".replace("\n", " ")
-                        ) from exc
-                    await conn.execute(
-                        "INSERT INTO schema_info (kind, name, version, checksum, duration_ms) "
-                        "VALUES ($1, $2, $3, $4, $5)",
-                        template.kind, template.name, template.version, template.checksum,
-                        int((time.monotonic() - started) * 1000),
-                    )
+            # Template scripts may run long (seed data): no per-statement limit here.
+            await conn.execute("SET LOCAL statement_timeout = 0")
+            await conn.execute("SET LOCAL search_path = public")
+            for template in templates.files:
+                started = time.monotonic()
+                try:
+                    await conn.execute(template.read())
+                except asyncpg.PostgresError as exc:
+                    raise TemplateError(
+                        f"{template.kind} template {template.path.name} "
+                        f"({template.name} {template.version}) failed: "
+                        f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                    ) from exc
+                await conn.execute(
+                    "INSERT INTO public.schema_info "
+                    "(kind, name, version, checksum, duration_ms) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    template.kind, template.name, template.version, template.checksum,
+                    int((time.monotonic() - started) * 1000),
+                )
 
     @staticmethod
     async def _applied(
         conn: asyncpg.Connection, templates: ResolvedTemplates, database: str
     ) -> bool:
-        if not await conn.fetchval("SELECT to_regclass('public.schema_info') IS NOT NULL"):
+        if not await conn.fetchval(
+            "SELECT pg_catalog.to_regclass('public.schema_info') IS NOT NULL"
+        ):
             return False
-        rows = await conn.fetch("SELECT kind, name, version, checksum FROM schema_info")
+        rows = await conn.fetch("SELECT kind, name, version, checksum FROM public.schema_info")
         recorded = {(r["kind"], r["name"], r["version"]): r["checksum"].strip() for r in rows}
         for template in templates.files:
             checksum = recorded.get((template.kind, template.name, template.version))
@@ -301,17 +338,25 @@ class PostgresEngine:
     # ------------------------------------------------------------------- rbac
 
     async def apply_rbac(self, target: TenantTarget, connection_limit: int) -> None:
-        """Three login roles with SCRAM verifiers; PUBLIC stripped of everything."""
+        """Three login roles with SCRAM verifiers; PUBLIC stripped of everything.
+
+        Also what makes an older tenant match today's shape on a re-run: the
+        database moves to the superuser (the owner role keeps schema ``public``),
+        and every session default on the database or the tenant's roles other
+        than cloner's own ``search_path = public`` is removed.
+        """
         db = quote_ident(target.database)
         roles = target.credentials.roles
         owner, app, ro = (quote_ident(roles[r].username) for r in ("owner", "app", "readonly"))
+        superuser = quote_ident(target.credentials.superuser.username)
+        usernames = [roles[name].username for name in ("owner", "app", "readonly")]
         async with self._session(target) as conn, conn.transaction():
             await conn.execute("SET LOCAL log_statement = 'none'")
             await conn.execute("SET LOCAL log_min_error_statement = 'panic'")
             for name in ("owner", "app", "readonly"):
                 cred = roles[name]
                 exists = await conn.fetchval(
-                    "SELECT 1 FROM pg_roles WHERE rolname = $1", cred.username
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", cred.username
                 )
                 verb = "ALTER" if exists else "CREATE"
                 await conn.execute(
@@ -320,11 +365,27 @@ class PostgresEngine:
                     f"CONNECTION LIMIT {int(connection_limit)} "
                     f"PASSWORD {_literal(scram_sha256_verifier(cred.password))}"
                 )
-                await conn.execute(
-                    f"ALTER ROLE {quote_ident(cred.username)} SET search_path = public"
-                )
+            stale = await conn.fetch(
+                """SELECT d.datname, r.rolname
+                     FROM pg_catalog.pg_db_role_setting s
+                     LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+                     LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+                    WHERE r.rolname = ANY($1::text[])
+                       OR (s.setrole = 0 AND d.datname = $2)""",
+                usernames, target.database,
+            )
+            for row in stale:
+                if row["rolname"] is None:
+                    await conn.execute(f"ALTER DATABASE {quote_ident(row['datname'])} RESET ALL")
+                    continue
+                scope = "" if row["datname"] is None else (
+                    f" IN DATABASE {quote_ident(row['datname'])}")
+                await conn.execute(f"ALTER ROLE {quote_ident(row['rolname'])}{scope} RESET ALL")
+            for username in usernames:
+                await conn.execute(f"ALTER ROLE {quote_ident(username)} SET search_path = public")
             await conn.execute(f"""
-                REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+                ALTER DATABASE {db} OWNER TO {superuser};
+                REVOKE ALL ON DATABASE {db} FROM PUBLIC, {owner}, {app}, {ro};
                 REVOKE ALL ON DATABASE postgres FROM PUBLIC;
                 REVOKE ALL ON DATABASE template1 FROM PUBLIC;
                 GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {owner};
@@ -356,8 +417,14 @@ class PostgresEngine:
     async def prove_isolation(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
     ) -> list[CheckResult]:
-        """Run every engine check with the tenant's real credentials."""
+        """Run every engine check with the tenant's real credentials.
+
+        The tamper checks come first: they read the catalog in a pinned session
+        and say whether anything in the tenant's reach could steer cloner's.
+        """
         return [
+            await self._check_session_settings(target),
+            await self._check_catalog_shadowing(target),
             await self._check_app_read_write(target),
             await self._check_readonly(target),
             await self._check_roles_unprivileged(target),
@@ -374,11 +441,11 @@ class PostgresEngine:
                 await tx.start()
                 try:
                     await conn.execute(
-                        f"INSERT INTO {PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
+                        f"INSERT INTO public.{PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
                         "cloner_isolation_probe", "true",
                     )
                     seen = await conn.fetchval(
-                        f"SELECT value FROM {PROBE_TABLE} WHERE key = $1",
+                        f"SELECT value FROM public.{PROBE_TABLE} WHERE key = $1",
                         "cloner_isolation_probe",
                     )
                 finally:
@@ -391,10 +458,10 @@ class PostgresEngine:
         name = "readonly_reads_cannot_write"
         try:
             async with self._session(target, "readonly") as conn:
-                rows = await conn.fetchval(f"SELECT count(*) FROM {PROBE_TABLE}")
+                rows = await conn.fetchval(f"SELECT pg_catalog.count(*) FROM public.{PROBE_TABLE}")
                 try:
                     await conn.execute(
-                        f"INSERT INTO {PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
+                        f"INSERT INTO public.{PROBE_TABLE} (key, value) VALUES ($1, $2::jsonb)",
                         "cloner_readonly_probe", "true",
                     )
                 except asyncpg.InsufficientPrivilegeError:
@@ -405,17 +472,34 @@ class PostgresEngine:
         except (asyncpg.PostgresError, OSError) as exc:
             return CheckResult(name, False, f"readonly check failed: {type(exc).__name__}")
 
+    @staticmethod
+    def _tenant_roles(target: TenantTarget) -> list[str]:
+        """Every login role cloner made for the tenant (what the role checks cover)."""
+        return [c.username for c in target.credentials.roles.values()]
+
     async def _check_roles_unprivileged(self, target: TenantTarget) -> CheckResult:
         name = "roles_not_privileged"
-        usernames = [c.username for c in target.credentials.roles.values()]
+        usernames = self._tenant_roles(target)
+        superuser = target.credentials.superuser.username
         async with self._session(target) as conn:
+            # Memberships count only outside the tenant's own roles: a login role may
+            # inherit a privilege role of the same tenant, nothing else.
             rows = await conn.fetch(
                 """SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb,
                           r.rolreplication, r.rolbypassrls,
-                          (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid)
+                          (SELECT pg_catalog.count(*)
+                             FROM pg_catalog.pg_auth_members m
+                             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                            WHERE m.member = r.oid AND g.rolname <> ALL($1::text[]))
                               AS memberships
-                     FROM pg_roles r WHERE r.rolname = ANY($1::text[])""",
+                     FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::text[])""",
                 usernames,
+            )
+            others = await conn.fetch(
+                """SELECT rolname FROM pg_catalog.pg_roles
+                    WHERE (rolsuper OR rolbypassrls OR rolreplication) AND rolname <> $1
+                    ORDER BY 1""",
+                superuser,
             )
         bad = [
             r["rolname"] for r in rows
@@ -426,10 +510,106 @@ class PostgresEngine:
             return CheckResult(name, False, f"expected {len(usernames)} roles, found {len(rows)}")
         if bad:
             return CheckResult(name, False, f"privileged roles: {', '.join(bad)}")
+        if others:
+            return CheckResult(
+                name, False,
+                f"roles other than {superuser} with superuser/replication/bypassrls: "
+                f"{', '.join(r['rolname'] for r in others)}",
+            )
         return CheckResult(
             name, True,
             "owner/app/readonly: no superuser, createrole, createdb, replication, "
-            "bypassrls or role memberships",
+            f"bypassrls or outside role memberships; {superuser} is the only superuser",
+        )
+
+    async def _check_session_settings(self, target: TenantTarget) -> CheckResult:
+        """``no_tenant_session_settings``: nothing a tenant set applies to a session.
+
+        Fails on any ``pg_db_role_setting`` row but cloner's own (``search_path =
+        public`` on a non-superuser role, server-wide). Who owns the database is
+        reported, not failed: tenants provisioned before the owner role stopped
+        owning it keep it until ``apply_rbac`` runs again, and the one thing that
+        ownership adds for steering sessions, ``ALTER DATABASE … SET``, is what
+        this check fails on.
+        """
+        name = "no_tenant_session_settings"
+        superuser = target.credentials.superuser.username
+        async with self._session(target) as conn:
+            rows = await conn.fetch(
+                """SELECT COALESCE(d.datname, '*') AS datname, COALESCE(r.rolname, '*') AS rolname,
+                          s.setconfig
+                     FROM pg_catalog.pg_db_role_setting s
+                     LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+                     LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+                    WHERE NOT (s.setdatabase = 0 AND r.rolname IS NOT NULL AND NOT r.rolsuper
+                               AND s.setconfig = ARRAY['search_path=public'])
+                    ORDER BY 1, 2"""
+            )
+            owner = await conn.fetchval(
+                """SELECT o.rolname FROM pg_catalog.pg_database d
+                     JOIN pg_catalog.pg_roles o ON o.oid = d.datdba WHERE d.datname = $1""",
+                target.database,
+            )
+        ownership = f"database {target.database} owned by {owner}"
+        if owner != superuser:
+            ownership += f" (not yet moved to {superuser}: an rbac re-run does it)"
+        if rows:
+            settings = "; ".join(
+                f"{', '.join(r['setconfig'])} for role {r['rolname']} in database {r['datname']}"
+                for r in rows
+            )
+            return CheckResult(name, False, f"{settings}; {ownership}")
+        return CheckResult(
+            name, True,
+            f"no database or role settings besides cloner's search_path=public on tenant "
+            f"roles; {ownership}",
+        )
+
+    async def _check_catalog_shadowing(self, target: TenantTarget) -> CheckResult:
+        """``no_catalog_shadowing``: no tenant object could stand in for a built-in.
+
+        Looks at every schema but the system ones for relations or functions
+        named like the catalog objects cloner uses (``CATALOG_NAMES``) and for
+        operators over built-in types only, owned by anyone but a superuser
+        (objects the server's own extensions installed are a superuser's).
+        cloner's sessions are pinned and qualified, so such objects could not
+        capture them: the check reports the attempt.
+        """
+        name = "no_catalog_shadowing"
+        async with self._session(target) as conn:
+            rows = await conn.fetch(
+                """WITH tenant_ns AS (
+                       SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n
+                        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                          AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)')
+                   SELECT 'relation' AS kind, ns.nspname || '.' || c.relname AS object
+                     FROM pg_catalog.pg_class c
+                     JOIN tenant_ns ns ON ns.oid = c.relnamespace
+                     JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
+                    WHERE c.relname = ANY($1::text[]) AND NOT o.rolsuper
+                   UNION ALL
+                   SELECT 'function', ns.nspname || '.' || p.proname
+                     FROM pg_catalog.pg_proc p
+                     JOIN tenant_ns ns ON ns.oid = p.pronamespace
+                     JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+                    WHERE p.proname = ANY($1::text[]) AND NOT o.rolsuper
+                   UNION ALL
+                   SELECT 'operator', ns.nspname || '.' || op.oprname
+                     FROM pg_catalog.pg_operator op
+                     JOIN tenant_ns ns ON ns.oid = op.oprnamespace
+                     JOIN pg_catalog.pg_roles o ON o.oid = op.oprowner
+                    WHERE op.oprleft::pg_catalog.int8 < $2
+                      AND op.oprright::pg_catalog.int8 < $2 AND NOT o.rolsuper
+                   ORDER BY 1, 2""",
+                sorted(CATALOG_NAMES), FIRST_NORMAL_OID,
+            )
+        if rows:
+            found = ", ".join(f"{r['kind']} {r['object']}" for r in rows)
+            return CheckResult(name, False, f"tenant objects shadow catalog names: {found}")
+        return CheckResult(
+            name, True,
+            f"no tenant relation or function named like the {len(CATALOG_NAMES)} catalog "
+            "objects cloner uses, no tenant operator over built-in types",
         )
 
     async def _check_app_cannot_escalate(self, target: TenantTarget) -> CheckResult:
@@ -437,8 +617,8 @@ class PostgresEngine:
         attempts = {
             "create role": "CREATE ROLE cloner_escalation_probe",
             "create database": "CREATE DATABASE cloner_escalation_probe",
-            "read pg_authid": "SELECT count(*) FROM pg_authid",
-            "read server files": "SELECT pg_read_file('/etc/passwd')",
+            "read pg_authid": "SELECT pg_catalog.count(*) FROM pg_catalog.pg_authid",
+            "read server files": "SELECT pg_catalog.pg_read_file('/etc/passwd')",
             "create in public": "CREATE TABLE public.cloner_escalation_probe (id int)",
         }
         allowed = []
@@ -462,16 +642,16 @@ class PostgresEngine:
             dbs = await conn.fetch(
                 """SELECT d.datname,
                           d.datacl IS NULL AS default_acl,
-                          EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0)
-                              AS public_grant
-                     FROM pg_database d WHERE d.datname = ANY($1::text[])""",
+                          EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a
+                                   WHERE a.grantee = 0) AS public_grant
+                     FROM pg_catalog.pg_database d WHERE d.datname = ANY($1::text[])""",
                 [target.database, "postgres", "template1"],
             )
             schema = await conn.fetchrow(
                 """SELECT n.nspacl IS NULL AS default_acl,
-                          EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = 0)
-                              AS public_grant
-                     FROM pg_namespace n WHERE n.nspname = 'public'"""
+                          EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a
+                                   WHERE a.grantee = 0) AS public_grant
+                     FROM pg_catalog.pg_namespace n WHERE n.nspname = 'public'"""
             )
         problems = [r["datname"] for r in dbs if r["default_acl"] or r["public_grant"]]
         if schema is None or schema["default_acl"] or schema["public_grant"]:
@@ -572,8 +752,9 @@ class PostgresEngine:
         await self._ensure_database(target)
         async with self._session(target) as conn:
             restored = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r')"
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r')"
             )
         if restored:
             log.info("postgres.restore_already_done", tenant_id=target.tenant_id)
@@ -590,14 +771,17 @@ class PostgresEngine:
             raise BackupError(f"pg_restore into {target.tenant_id} failed: {output[-300:]}")
 
     async def row_counts(self, target: TenantTarget) -> dict[str, int]:
-        """Exact row counts per table in schema public."""
-        async with self._session(target) as conn:
+        """Exact row counts per table in schema public (read as the owner role)."""
+        owner = target.credentials.roles["owner"].username
+        async with self._session(target) as conn, conn.transaction(readonly=True):
+            await conn.execute(f"SET LOCAL ROLE {quote_ident(owner)}")
             tables = await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+                "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public' "
+                "ORDER BY 1"
             )
             return {
                 t["tablename"]: int(await conn.fetchval(
-                    f"SELECT count(*) FROM public.{quote_ident(t['tablename'])}"
+                    f"SELECT pg_catalog.count(*) FROM public.{quote_ident(t['tablename'])}"
                 ))
                 for t in tables
             }
@@ -606,18 +790,22 @@ class PostgresEngine:
         """Tables without PK, FKs without a leading index, password-looking columns."""
         async with self._session(target) as conn:
             no_pk = await conn.fetch(
-                """SELECT c.relname FROM pg_class c
-                    JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                """SELECT c.relname FROM pg_catalog.pg_class c
+                    JOIN pg_catalog.pg_namespace n
+                      ON n.oid = c.relnamespace AND n.nspname = 'public'
                    WHERE c.relkind = 'r' AND NOT EXISTS (
-                         SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid
+                         SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid
                             AND k.contype = 'p') ORDER BY 1"""
             )
             fk_unindexed = await conn.fetch(
-                """SELECT k.conrelid::regclass::text AS tbl, k.conname FROM pg_constraint k
-                   JOIN pg_namespace n ON n.oid = k.connamespace AND n.nspname = 'public'
+                """SELECT t.relname AS tbl, k.conname FROM pg_catalog.pg_constraint k
+                   JOIN pg_catalog.pg_namespace n
+                     ON n.oid = k.connamespace AND n.nspname = 'public'
+                   JOIN pg_catalog.pg_class t ON t.oid = k.conrelid
                   WHERE k.contype = 'f' AND NOT EXISTS (
-                        SELECT 1 FROM pg_index i WHERE i.indrelid = k.conrelid
-                           AND (i.indkey::int2[])[0:array_length(k.conkey, 1) - 1] = k.conkey)
+                        SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = k.conrelid
+                           AND (i.indkey::int2[])[0:pg_catalog.array_length(k.conkey, 1) - 1]
+                               = k.conkey)
                   ORDER BY 1, 2"""
             )
             columns = await conn.fetch(
@@ -640,8 +828,9 @@ class PostgresEngine:
 
     async def migration_state(self, target: TenantTarget) -> MigrationState:
         """Root version and applied steps from the tenant's ``schema_info``."""
+        owner = target.credentials.roles["owner"].username
         async with self._session(target) as conn:
-            return await pg_migrations.read_state(conn, target.tenant_id)
+            return await pg_migrations.read_state(conn, target.tenant_id, owner)
 
     async def apply_migration_step(
         self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float
@@ -659,8 +848,9 @@ class PostgresEngine:
         self, target: TenantTarget, applied: AppliedMigration, checksum: str
     ) -> None:
         """Record ``checksum`` for an applied step (``migrate repair``)."""
+        owner = target.credentials.roles["owner"].username
         async with self._session(target) as conn:
-            await pg_migrations.realign(conn, target.tenant_id, applied, checksum)
+            await pg_migrations.realign(conn, target.tenant_id, owner, applied, checksum)
 
     async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
         """Tables, columns, constraints, indexes, sequences, privileges by role kind."""
@@ -705,6 +895,21 @@ def _server_command(defaults: ContainerDefaults) -> tuple[str, ...]:
         "-c", "password_encryption=scram-sha-256",
         "-c", "log_min_error_statement=panic",
     )
+
+
+def pinned_settings(limits: SessionLimits) -> dict[str, str]:
+    """The startup-packet settings of every session cloner opens on a tenant server.
+
+    Values sent at connect time take precedence over ``ALTER DATABASE … SET``
+    and ``ALTER ROLE … SET``, so no tenant can change the search path or lift
+    the timeouts of cloner's sessions, privileged or not.
+    """
+    return {
+        "application_name": "cloner",
+        "search_path": PINNED_SEARCH_PATH,
+        "statement_timeout": str(max(int(limits.statement_timeout_s * 1000), 1)),
+        "lock_timeout": str(max(int(limits.lock_timeout_s * 1000), 1)),
+    }
 
 
 def _magic(path: Path) -> bytes:

@@ -3,7 +3,11 @@ transaction, and a catalogue of the schema for comparisons.
 
 ``PostgresEngine`` implements ``MigrationHooks`` with thin methods over these
 functions; they take an open asyncpg connection (as the superuser, on the
-tenant database) so the engine keeps owning how connections are made.
+tenant database, pinned: see ``postgres.pinned_settings``) so the engine keeps
+owning how connections are made. ``schema_info`` and everything else in the
+tenant's schema is read and written after ``SET LOCAL ROLE`` to the owner role:
+a view or trigger the tenant made never runs with superuser rights. The
+catalogue reads only ``pg_catalog``, every name qualified.
 
 A step is recorded in ``schema_info`` as ``kind='migration'``,
 ``name='<step>:<up|down>'``, ``version`` = the version the step leads to, the
@@ -26,7 +30,7 @@ from cloner.migrations.recorded import already_applied, state_from_rows
 
 _STATE = """
 SELECT kind, name, version, checksum, applied_at, duration_ms
-  FROM schema_info WHERE kind IN ('root', 'migration') ORDER BY id
+  FROM public.schema_info WHERE kind IN ('root', 'migration') ORDER BY id
 """
 
 
@@ -34,11 +38,15 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def read_state(conn: asyncpg.Connection, tenant_id: str) -> MigrationState:
+async def read_state(conn: asyncpg.Connection, tenant_id: str, owner: str) -> MigrationState:
     """What ``schema_info`` says about the root version and the applied steps."""
-    if not await conn.fetchval("SELECT to_regclass('public.schema_info') IS NOT NULL"):
-        raise MigrationError(f"tenant {tenant_id}: the database has no schema_info table")
-    return state_from_rows(tenant_id, await conn.fetch(_STATE))
+    async with conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL ROLE {_quote(owner)}")
+        if not await conn.fetchval(
+            "SELECT pg_catalog.to_regclass('public.schema_info') IS NOT NULL"
+        ):
+            raise MigrationError(f"tenant {tenant_id}: the database has no schema_info table")
+        return state_from_rows(tenant_id, await conn.fetch(_STATE))
 
 
 async def apply_step(
@@ -48,15 +56,18 @@ async def apply_step(
     """Run ``sql`` (the script's text) and record it, in one transaction."""
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {max(int(lock_timeout_s * 1000), 1)}")
+        # A step may run long (a backfill): the migration's own deadlines bound it.
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        # As the owner, exactly like the templates: new objects are owned by it and pick
+        # up the app/readonly default privileges set at provisioning; and schema_info,
+        # the tenant's table, is never read or written with superuser rights.
+        await conn.execute(f"SET LOCAL ROLE {_quote(owner)}")
         # Serialises migrations of this database whoever runs them: the state read under
         # this lock cannot change before the commit (plain SELECTs are not blocked).
         await conn.execute("LOCK TABLE public.schema_info IN SHARE ROW EXCLUSIVE MODE")
         state = state_from_rows(tenant_id, await conn.fetch(_STATE))
         if (recorded := already_applied(state, script, tenant_id)) is not None:
             return recorded
-        # As the owner, exactly like the templates: new objects are owned by it and pick
-        # up the app/readonly default privileges set at provisioning.
-        await conn.execute(f"SET LOCAL ROLE {_quote(owner)}")
         await conn.execute("SET LOCAL search_path = public")
         started = time.monotonic()
         try:
@@ -68,11 +79,12 @@ async def apply_step(
             ) from exc
         duration_ms = int((time.monotonic() - started) * 1000)
         await conn.execute(
-            "DELETE FROM schema_info WHERE kind = 'migration' AND name = $1 AND version = $2",
+            "DELETE FROM public.schema_info "
+            "WHERE kind = 'migration' AND name = $1 AND version = $2",
             script.record_name, script.to_version,
         )
         applied_at = await conn.fetchval(
-            "INSERT INTO schema_info (kind, name, version, checksum, duration_ms) "
+            "INSERT INTO public.schema_info (kind, name, version, checksum, duration_ms) "
             "VALUES ('migration', $1, $2, $3, $4) RETURNING applied_at",
             script.record_name, script.to_version, script.checksum, duration_ms,
         )
@@ -81,14 +93,17 @@ async def apply_step(
 
 
 async def realign(
-    conn: asyncpg.Connection, tenant_id: str, applied: AppliedMigration, checksum: str
+    conn: asyncpg.Connection, tenant_id: str, owner: str, applied: AppliedMigration,
+    checksum: str,
 ) -> None:
-    """Replace the recorded checksum of one applied step."""
-    status = await conn.execute(
-        "UPDATE schema_info SET checksum = $3 "
-        "WHERE kind = 'migration' AND name = $1 AND version = $2",
-        applied.record_name, applied.version, checksum,
-    )
+    """Replace the recorded checksum of one applied step (as the owner role)."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {_quote(owner)}")
+        status = await conn.execute(
+            "UPDATE public.schema_info SET checksum = $3 "
+            "WHERE kind = 'migration' AND name = $1 AND version = $2",
+            applied.record_name, applied.version, checksum,
+        )
     if status != "UPDATE 1":
         raise MigrationError(
             f"tenant {tenant_id}: no schema_info row for {applied.record_name} "
@@ -103,38 +118,38 @@ _WITH_COLUMNS = "('r', 'p', 'v', 'm', 'f')"
 
 _RELATIONS = f"""
 SELECT c.relname AS name, c.relkind::text AS kind, o.rolname AS owner,
-       obj_description(c.oid, 'pg_class') AS comment,
-       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS definition,
+       pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END AS definition,
        c.relacl IS NULL AS default_acl
-  FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_roles o ON o.oid = c.relowner
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
  WHERE n.nspname = 'public' AND c.relkind IN {_RELKINDS}
  ORDER BY c.relname
 """
 
 _PRIVILEGES = f"""
 SELECT c.relname AS relation, COALESCE(g.rolname, 'PUBLIC') AS grantee, a.privilege_type
-  FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
- CROSS JOIN LATERAL aclexplode(c.relacl) a
-  LEFT JOIN pg_roles g ON g.oid = a.grantee
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+  LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
  WHERE n.nspname = 'public' AND c.relkind IN {_RELKINDS}
 """
 
 _COLUMNS = f"""
 SELECT c.relname AS relation, a.attname AS name,
-       format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
-       pg_get_expr(d.adbin, d.adrelid) AS "default", a.attidentity::text AS identity,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS "default", a.attidentity::text AS identity,
        a.attgenerated::text AS generated,
-       CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text
+       CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::pg_catalog.regcollation::text
        END AS collation,
-       col_description(c.oid, a.attnum) AS comment
-  FROM pg_attribute a
-  JOIN pg_class c ON c.oid = a.attrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       pg_catalog.col_description(c.oid, a.attnum) AS comment
+  FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE n.nspname = 'public' AND c.relkind IN {_WITH_COLUMNS}
    AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY c.relname, a.attnum
@@ -142,58 +157,58 @@ SELECT c.relname AS relation, a.attname AS name,
 
 _CONSTRAINTS = """
 SELECT c.relname AS relation, k.conname AS name, k.contype::text AS type,
-       pg_get_constraintdef(k.oid) AS definition
-  FROM pg_constraint k
-  JOIN pg_class c ON c.oid = k.conrelid
-  JOIN pg_namespace n ON n.oid = k.connamespace
+       pg_catalog.pg_get_constraintdef(k.oid) AS definition
+  FROM pg_catalog.pg_constraint k
+  JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = k.connamespace
  WHERE n.nspname = 'public'
  ORDER BY c.relname, k.conname
 """
 
 _INDEXES = """
 SELECT tablename AS relation, indexname AS name, indexdef AS definition
-  FROM pg_indexes WHERE schemaname = 'public' ORDER BY tablename, indexname
+  FROM pg_catalog.pg_indexes WHERE schemaname = 'public' ORDER BY tablename, indexname
 """
 
 _SEQUENCES = """
 SELECT s.sequencename AS name, s.data_type::text AS type, s.start_value, s.increment_by,
        s.min_value, s.max_value, s.cycle,
        (SELECT t.relname || '.' || a.attname
-          FROM pg_depend d
-          JOIN pg_class t ON t.oid = d.refobjid
-          JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-         WHERE d.classid = 'pg_class'::regclass AND d.objid = q.oid
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = q.oid
            AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by
-  FROM pg_sequences s
-  JOIN pg_class q ON q.relname = s.sequencename
-  JOIN pg_namespace n ON n.oid = q.relnamespace AND n.nspname = s.schemaname
+  FROM pg_catalog.pg_sequences s
+  JOIN pg_catalog.pg_class q ON q.relname = s.sequencename
+  JOIN pg_catalog.pg_namespace n ON n.oid = q.relnamespace AND n.nspname = s.schemaname
  WHERE s.schemaname = 'public'
  ORDER BY s.sequencename
 """
 
 _FUNCTIONS = """
-SELECT p.proname AS name, pg_get_function_identity_arguments(p.oid) AS arguments,
-       md5(pg_get_functiondef(p.oid)) AS definition_md5
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+SELECT p.proname AS name, pg_catalog.pg_get_function_identity_arguments(p.oid) AS arguments,
+       pg_catalog.md5(pg_catalog.pg_get_functiondef(p.oid)) AS definition_md5
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p')
  ORDER BY 1, 2
 """
 
 _TRIGGERS = """
-SELECT c.relname AS relation, t.tgname AS name, pg_get_triggerdef(t.oid) AS definition
-  FROM pg_trigger t
-  JOIN pg_class c ON c.oid = t.tgrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.relname AS relation, t.tgname AS name, pg_catalog.pg_get_triggerdef(t.oid) AS definition
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'public' AND NOT t.tgisinternal
  ORDER BY 1, 2
 """
 
 _TYPES = """
 SELECT t.typname AS name, t.typtype::text AS kind,
-       format_type(t.typbasetype, t.typtypmod) AS base,
-       ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+       pg_catalog.format_type(t.typbasetype, t.typtypmod) AS base,
+       ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid
               ORDER BY e.enumsortorder) AS labels
-  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd')
  ORDER BY 1
 """

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 from cloner.catalog import Catalog
 from cloner.controlplane import ControlPlane
 from cloner.domain import Credentials, Tenant, container_name
-from cloner.engines import ContainerDefaults, EngineDriver, Placement, TenantTarget, get_engine
+from cloner.engines import (
+    ContainerDefaults,
+    EngineDriver,
+    Placement,
+    SessionLimits,
+    TenantTarget,
+    get_engine,
+)
 from cloner.errors import ClonerError
 from cloner.logging import REDACTOR
 from cloner.metrics import Metrics
@@ -79,4 +86,5 @@ class Services:
             container_name=(tenant.container_name or container_name(tenant.tenant_id)
                             if engine.placement is Placement.CONTAINER else None),
             storage_root=self.storage_root(engine),
+            session=SessionLimits.from_settings(self.settings),
         )

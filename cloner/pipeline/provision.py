@@ -50,7 +50,13 @@ from cloner.domain import (
     sql_identifier,
     validate_tenant_id,
 )
-from cloner.engines import EngineDriver, TenantTarget, available_engines, get_engine
+from cloner.engines import (
+    EngineDriver,
+    SessionLimits,
+    TenantTarget,
+    available_engines,
+    get_engine,
+)
 from cloner.errors import (
     ClonerError,
     InvalidBackup,
@@ -123,6 +129,8 @@ class ProvisionRun:
     #: The verified backup a restore loads (set by ``resolve``; None when provisioning).
     backup: BackupInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Statement/lock timeouts of the run's database sessions (from settings).
+    session: SessionLimits = field(default_factory=SessionLimits)
 
     @property
     def tenant_id(self) -> str:
@@ -144,6 +152,7 @@ class ProvisionRun:
             credentials=self.credentials,
             container_name=self.container_name,
             storage_root=self.storage_root,
+            session=self.session,
         )
 
 
@@ -160,7 +169,7 @@ class Provisioner:
         still holds the lease, so a worker whose lease was re-taken stops at the
         next step boundary instead of writing over its successor.
         """
-        run = ProvisionRun(request)
+        run = ProvisionRun(request, session=SessionLimits.from_settings(self.s.settings))
         existing = await self.s.control_plane.get_tenant(request.tenant_id)
         if existing and existing.request_id == request.id and existing.status not in (
             Status.REQUESTED, Status.PROVISIONING

@@ -197,11 +197,15 @@ async def test_delete_takes_backup_that_restores_with_same_rows(docker_app: App)
     # Restore into a scratch tenant provisioned from the same template.
     await provision(app, [("restore-a", "none", tenant.template_version)])
     scratch = await target_of(app, await service.get("restore-a"))
-    owner = await connect(scratch, "owner")
-    try:  # restore needs an empty schema: drop what the template created
-        await owner.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    su = scratch.credentials.superuser
+    admin = await asyncpg.connect(host=scratch.endpoint.host, port=scratch.endpoint.port,
+                                  user=su.username, password=su.password,
+                                  database=scratch.database, timeout=5, ssl=False)
+    try:  # restore needs an empty schema: drop what the template created (the owner role
+        # owns schema public, not the database, so it cannot re-create the schema itself)
+        await admin.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
-        await owner.close()
+        await admin.close()
     scratch_super = TenantTarget(scratch.tenant_id, scratch.database, scratch.endpoint,
                                  scratch.credentials, scratch.container_name)
     await engine.restore(app.runtime, scratch_super, dump)
