@@ -210,6 +210,9 @@ async def test_missing_or_empty_control_plane_never_touches_the_install(
     listed = await cli(settings, "tenant", "list")
     assert listed.returncode == 1 and len(listed.stderr.strip().splitlines()) == 1, listed.stderr
     assert "missing" in listed.stderr and not path.exists()
+    served = await cli(settings, "serve", CLONER_HTTP_LISTEN="127.0.0.1:0")
+    assert served.returncode == 1, served.stderr
+    assert "refusing to start" in served.stderr.strip().splitlines()[-1] and not path.exists()
 
     # 2. A new, empty control plane (say CLONER_CONTROL_PLANE_URL points at a fresh file).
     empty = tmp_path / "elsewhere" / "control-plane.sqlite3"
