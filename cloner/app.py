@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from cloner import constants
 from cloner.catalog import Catalog
 from cloner.controlplane import ControlPlane, SQLiteControlPlane
+from cloner.install import bind_install, check_missing_control_plane
 from cloner.metrics import Metrics
 from cloner.pipeline import Deprovisioner, Provisioner
 from cloner.pipeline.context import Services
 from cloner.runtime.docker import DockerRuntime
 from cloner.secrets import Vault, read_or_create
 from cloner.settings import Settings
+
+
+def _has_control_plane_file(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 @dataclass
@@ -73,9 +80,19 @@ class App:
                 data_dir / constants.ADMIN_TOKEN_FILE, secrets.token_urlsafe(32)
             )
         )
-        install_id = read_or_create(data_dir / constants.INSTALL_ID_FILE, uuid.uuid4().hex[:12])
+        if control_plane is None and not await asyncio.to_thread(
+            _has_control_plane_file, settings.control_plane_path
+        ):
+            # Before open() creates the file: an empty registry must not appear next to
+            # the data of the install it replaces (cloner.install).
+            await check_missing_control_plane(settings)
         cp = control_plane or SQLiteControlPlane(settings.control_plane_path)
         await cp.open()
+        try:
+            install_id = await bind_install(settings, cp)
+        except BaseException:
+            await cp.close()
+            raise
         runtime = DockerRuntime(install_id, settings.docker_url)
         app = cls(
             settings=settings, control_plane=cp, runtime=runtime,

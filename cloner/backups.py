@@ -209,3 +209,30 @@ def list_backups(backups_dir: Path, tenant_id: str | None = None) -> list[Backup
             if path.is_file() and not path.is_symlink():
                 found.append(inspect_backup(owner, path))
     return found
+
+
+def is_final(backup: dict[str, Any] | None) -> bool:
+    """True when ``backup`` is a tenant's final backup: taken by a deprovision request
+    and recorded as such (an on-demand or pre-migration backup never is)."""
+    return bool(backup and backup.get("final") is True and backup.get("request"))
+
+
+def final_backup_problem(backups_dir: Path, tenant_id: str,
+                         backup: dict[str, Any] | None) -> str | None:
+    """None when ``backup`` is the tenant's final backup and verifies now, else why not.
+
+    Verification reads the archive back (SHA-256 against the manifest and the
+    ``.sha256`` sidecar, as ``backup list`` does). Blocking: run in a thread.
+    """
+    if not backup:
+        return "no final backup is recorded"
+    if not is_final(backup):
+        return (f"the recorded backup is a {backup.get('reason') or 'earlier'} backup, "
+                "not the final one")
+    try:
+        info = verify_backup(backups_dir, tenant_id, str(backup.get("path")))
+    except InvalidBackup as exc:
+        return f"the final backup does not verify: {exc.message}"
+    if info.sha256 != backup.get("sha256"):
+        return "the final backup's checksum differs from the one recorded when it was taken"
+    return None

@@ -13,9 +13,15 @@ LABEL_REQUEST: Final = "cloner.request"
 LABEL_ENGINE: Final = "cloner.engine"
 LABEL_TEMPLATE_VERSION: Final = "cloner.template_version"
 LABEL_ROLE: Final = "cloner.role"
+#: The industry overlay a tenant was created with (lets ``cloner orphans adopt`` say it).
+LABEL_INDUSTRY: Final = "cloner.industry"
 
 CONTAINER_PREFIX: Final = "cloner-"
 VOLUME_SUFFIX: Final = "-data"
+#: Name suffix and role label of the short-lived container that dumps a kept volume.
+#: A dot never occurs in a tenant id, so the name cannot be another tenant's container.
+VOLUME_DUMP_SUFFIX: Final = ".volume-dump"
+ROLE_VOLUME_DUMP: Final = "volume-dump"
 
 TENANT_ID_PATTERN: Final = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
 

@@ -78,6 +78,10 @@ RECREATABLE = frozenset({Status.FAILED, Status.PURGED})
 #: tenant is never re-created empty (its volume holds data); it can only be restored.
 RESTORABLE = frozenset({Status.DEPROVISIONED, Status.PURGED})
 
+#: States ``cloner orphans adopt`` may replace with a tenant adopted from an orphan volume:
+#: none has a volume of its own under that name (the orphan occupies it); backups stay on disk.
+ADOPTABLE = frozenset({Status.FAILED, Status.PURGED, Status.DEPROVISIONED})
+
 
 def check_transition(current: Status, target: Status) -> None:
     """Raise ``InvalidTransition`` unless ``current → target`` is allowed."""

@@ -93,6 +93,12 @@ class Metrics:
             "cloner_reconcile_actions_total", "Actions taken by the reconciler, by action.",
             ["action"], registry=r,
         )
+        self.orphans = Gauge(
+            "cloner_orphans",
+            "Quarantined orphans by kind: resources labelled with this install that no "
+            "registry row wants, left in place for an admin (cloner orphans list).",
+            ["kind"], registry=r,
+        )
         self.reconcile_last_success = Gauge(
             "cloner_reconcile_last_success_timestamp_seconds",
             "Unix time of the last reconciler pass that completed.", registry=r,

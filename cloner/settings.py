@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Reconciler and health monitor (RELIABILITY.md: reconcile 15 s, orphan grace 2x lease TTL).
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     orphan_grace_s: float = Field(default=60.0, ge=0)
+    #: Set for one start to let a missing or new, empty control plane take over this install
+    #: id (the refusal message names it); its tenants then show as quarantined orphans.
+    adopt_install: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{3,63}$")
     health_interval_s: float = Field(default=15.0, gt=0)
     isolation_interval_s: float = Field(default=600.0, gt=0)
     #: Vouched neighbours one isolation proof asks about the tenant's credentials (a

@@ -15,7 +15,7 @@ from typing import Any
 
 from cloner import constants
 from cloner.app import App
-from cloner.backups import BackupInfo, verify_backup
+from cloner.backups import BackupInfo, final_backup_problem, is_final, verify_backup
 from cloner.domain import (
     RESTORABLE,
     Industry,
@@ -30,17 +30,22 @@ from cloner.domain import (
     sql_identifier,
     validate_tenant_id,
     validate_version,
+    volume_name,
 )
-from cloner.engines import get_engine
+from cloner.engines import Placement, get_engine
 from cloner.errors import (
     InvalidBackup,
     InvalidInput,
     InvalidTransition,
+    RuntimeUnavailable,
     TenantExists,
     TenantNotFound,
     TimeoutExceeded,
 )
+from cloner.logging import get_logger
 from cloner.secrets import role_usernames
+
+log = get_logger(__name__)
 
 #: States in which a repeated, identical create is answered with the request that made the
 #: tenant: it is on its way, or there. Failed and purged tenants are created anew instead.
@@ -86,9 +91,33 @@ class TenantService:
     ) -> Request:
         """Validate and enqueue a provisioning request."""
         spec = self.validate_spec(tenant_id, engine, industry, template_version)
+        await self._refuse_over_unknown_volume(spec)
         return await self.app.control_plane.enqueue(
             spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
         )
+
+    async def _refuse_over_unknown_volume(self, spec: TenantSpec) -> None:
+        """Refuse a create that would start over a volume of an incarnation the registry
+        does not know (a quarantined orphan, e.g. after a control-plane restore): the
+        runtime gives a new request an empty volume, which would wipe that data."""
+        if get_engine(spec.engine).placement is not Placement.CONTAINER:
+            return
+        name = volume_name(spec.tenant_id)
+        try:
+            volume = await self.app.runtime.volume_info(name)
+        except RuntimeUnavailable:
+            log.warning("tenant.volume_unchecked", tenant_id=spec.tenant_id, volume=name)
+            return
+        if volume is None:
+            return
+        tenant = await self.app.control_plane.get_tenant(spec.tenant_id)
+        label = volume.labels.get(constants.LABEL_REQUEST)
+        if tenant is None or tenant.request_id != label:
+            raise TenantExists(
+                f"volume {name} holds data of request {label}, which the registry does not "
+                f"know (a quarantined orphan): `cloner orphans adopt {name}` or "
+                f"`cloner orphans remove {name}` first"
+            )
 
     async def create_or_get(
         self, tenant_id: str, engine: str, industry: str, template_version: str | None = None,
@@ -107,6 +136,7 @@ class TenantService:
         found = await self._same_live_spec(spec)
         if found is not None:
             return found
+        await self._refuse_over_unknown_volume(spec)
         try:
             request = await self.app.control_plane.enqueue(
                 spec, RequestKind.PROVISION, spec.tenant_id, _payload(spec, actor)
@@ -154,9 +184,22 @@ class TenantService:
             raise InvalidTransition(
                 f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
             )
+        if (purge and tenant.status is Status.DEPROVISIONED and is_final(tenant.backup)
+                and await self._has_data(tenant)):
+            # Refused up front when the final backup is already bad; the worker checks
+            # once more right before it removes the volume. (Without a final backup on
+            # record, the worker takes one from the kept volume before purging.)
+            problem = await asyncio.to_thread(
+                final_backup_problem, self.app.settings.backups_dir, tenant_id, tenant.backup)
+            if problem is not None:
+                raise InvalidTransition(
+                    f"refusing to purge {tenant_id!r}: {problem}; the volume is kept")
         return await self.app.control_plane.enqueue(
             None, RequestKind.DEPROVISION, tenant_id, {"purge": purge, "actor": actor}
         )
+
+    async def _has_data(self, tenant: Tenant) -> bool:
+        return await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id)
 
     async def restore(
         self, tenant_id: str, backup: str | None = None, *, actor: str | None = None
@@ -197,24 +240,24 @@ class TenantService:
         )
 
     async def _check_volume_backed_up(self, tenant: Tenant, chosen: BackupInfo) -> None:
-        """Refuse to replace a deprovisioned tenant's volume whose data no backup holds."""
-        if tenant.status is not Status.DEPROVISIONED:
+        """Refuse to replace a kept volume whose data no verified final backup holds.
+
+        The volume of a deprovisioned tenant (or one whose restore failed and
+        kept it) is replaced by the restore; its data must then live on in the
+        final backup taken when its container was removed. An on-demand or
+        pre-migration backup is older than the volume and never counts.
+        """
+        if tenant.status is Status.PURGED or not await self._has_data(tenant):
             return
-        if (tenant.backup or {}).get("sha256") == chosen.sha256:
-            return  # the chosen backup holds the final data, and it was just verified
-        if not await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id):
-            return
-        try:
-            await asyncio.to_thread(
-                verify_backup, self.app.settings.backups_dir, tenant.tenant_id,
-                _recorded_backup(tenant),
-            )
-        except InvalidBackup as exc:
+        if is_final(tenant.backup) and (tenant.backup or {}).get("sha256") == chosen.sha256:
+            return  # the chosen backup is the final one, and it was just verified
+        problem = await asyncio.to_thread(
+            final_backup_problem, self.app.settings.backups_dir, tenant.tenant_id, tenant.backup)
+        if problem is not None:
             raise InvalidTransition(
-                f"tenant {tenant.tenant_id!r} still has its data volume and its final backup "
-                f"does not verify ({exc.message}); a restore would replace that data: "
-                "recover the volume by hand first"
-            ) from None
+                f"tenant {tenant.tenant_id!r} still has its data volume and {problem}; a "
+                "restore would replace that data: recover the volume by hand first"
+            )
 
     async def backup(self, tenant_id: str, *, actor: str | None = None) -> Request:
         """Enqueue an on-demand backup of a ready tenant.

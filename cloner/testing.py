@@ -321,6 +321,38 @@ class InMemoryRuntime:
         self._enter("volume_exists", name)
         return name in self.volumes
 
+    async def volume_info(self, name: str) -> VolumeInfo | None:
+        """The volume and its labels if it exists and is ours."""
+        self._enter("volume_info", name)
+        labels = self.volumes.get(name)
+        if labels is None or not self._ours(labels):
+            return None
+        return VolumeInfo(name, dict(labels), self.volume_created.get(name))
+
+    async def start_volume_helper(self, spec: ContainerSpec) -> ContainerInfo:
+        """Run a network-less helper on an existing volume of ours no other container uses."""
+        self._enter("start_volume_helper", spec.name)
+        labels = self.volumes.get(spec.volume_name)
+        if labels is None or not self._ours(labels):
+            raise RuntimeFault(f"volume {spec.volume_name} does not exist")
+        stale = self.containers.get(spec.name)
+        if stale is not None:
+            role = spec.labels.get(constants.LABEL_ROLE)
+            if not self._ours(stale.labels) or stale.labels.get(constants.LABEL_ROLE) != role:
+                raise RuntimeFault(f"container {spec.name} is not a {role} helper")
+            del self.containers[spec.name]
+        busy = sorted(c.name for c in self.containers.values()
+                      if c.volume_name == spec.volume_name)
+        if busy:
+            raise RuntimeFault(f"volume {spec.volume_name} is in use by {', '.join(busy)}")
+        helper = FakeContainer(
+            id=uuid.uuid4().hex, name=spec.name, image=spec.image,
+            labels=self._labels(spec.labels), status="running", host_ip=None, host_port=None,
+            networks=(), volume_name=spec.volume_name, spec=spec,
+        )
+        self.containers[spec.name] = helper
+        return helper.info()
+
     def _running(self, name: str) -> FakeContainer:
         container = self.containers.get(name)
         if container is None or container.status != "running":

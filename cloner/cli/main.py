@@ -616,6 +616,11 @@ from cloner.cli.migrate import migrate  # noqa: E402 - its commands use the help
 
 cli.add_command(migrate)
 
+from cloner.cli.orphans import controlplane, orphans  # noqa: E402 - same reason as migrate
+
+cli.add_command(orphans)
+cli.add_command(controlplane)
+
 
 def main() -> None:
     """Console entry point: one-line errors, exit 2 for usage errors."""

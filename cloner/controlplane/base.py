@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from cloner.controlplane.migrations import MigrationRegistry
@@ -25,6 +26,30 @@ class QueueStats:
     queued: int
     running: int
     oldest_queued_age_s: float | None
+
+
+@dataclass(frozen=True)
+class InstallIdentity:
+    """The install a control plane owns: resources labelled ``cloner.install=<install_id>``."""
+
+    install_id: str
+    #: ``new``, ``install.id file`` (upgraded from the data dir's file) or ``adopted``.
+    origin: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class OrphanDecision:
+    """An admin's recorded decision about a quarantined orphan (``cloner orphans …``)."""
+
+    name: str
+    kind: str
+    tenant_id: str | None
+    decision: str
+    actor: str | None
+    reason: str | None
+    backup: dict[str, Any] | None
+    at: str
 
 
 _UNSET: Any = object()
@@ -160,3 +185,32 @@ class ControlPlane(Protocol):
 
     async def get_user(self, email: str) -> User | None:
         """One user by (case-insensitive) email, or None."""
+
+    # identity and orphans (cloner.install, cloner.orphans)
+    async def install_identity(self) -> InstallIdentity | None:
+        """The install this control plane owns, or None before it was bound to one."""
+
+    async def claim_install_identity(self, install_id: str, origin: str) -> InstallIdentity:
+        """Bind an unbound control plane to ``install_id``; the existing identity if bound."""
+
+    async def tenant_count(self) -> int:
+        """Registry rows in any state."""
+
+    async def record_orphan_decision(self, decision: OrphanDecision) -> None:
+        """Append an admin decision about an orphan (and a tenant history event)."""
+
+    async def orphan_decisions(self) -> list[OrphanDecision]:
+        """Every recorded orphan decision, oldest first."""
+
+    async def adopt_tenant(
+        self, spec: TenantSpec, request_id: str | None, backup: dict[str, Any],
+        decision: OrphanDecision,
+    ) -> Tenant:
+        """Register ``spec`` as deprovisioned from an orphan volume, with its backup.
+
+        Refuses (``TenantExists``) unless the id is free or its row is failed or
+        purged; the row and the decision are written in one transaction.
+        """
+
+    async def backup_to(self, dest: Path) -> None:
+        """Write a consistent copy of the control plane to ``dest`` (mode 0600)."""

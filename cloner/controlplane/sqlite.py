@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import time
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from cloner.controlplane.base import QueueStats, TenantUpdate
+from cloner.controlplane.base import InstallIdentity, OrphanDecision, QueueStats, TenantUpdate
 from cloner.controlplane.migrations import previous_versions
 from cloner.domain import (
+    ADOPTABLE,
     RECREATABLE,
     Endpoint,
     Engine,
@@ -486,6 +488,115 @@ class SQLiteControlPlane:
         lowered = email.lower() if email.isascii() else ""
         rows = await self._read("get_user", email=lowered)
         return _user(rows[0]) if rows else None
+
+    # ------------------------------------------------------ identity, orphans
+
+    async def install_identity(self) -> InstallIdentity | None:
+        """The install this control plane owns (None until ``claim_install_identity``)."""
+        rows = await self._read("get_install_identity")
+        if not rows:
+            return None
+        row = rows[0]
+        return InstallIdentity(row["install_id"], row["origin"], row["created_at"])
+
+    async def claim_install_identity(self, install_id: str, origin: str) -> InstallIdentity:
+        """Bind to ``install_id`` unless already bound; returns the identity that holds."""
+        async with self._write() as db:
+            await db.execute(QUERIES["claim_install_identity"],
+                             {"install_id": install_id, "origin": origin, "now": _now_iso()})
+        identity = await self.install_identity()
+        assert identity is not None
+        return identity
+
+    async def tenant_count(self) -> int:
+        """Registry rows in any state."""
+        rows = await self._read("count_tenants")
+        return int(rows[0]["n"]) if rows else 0
+
+    async def record_orphan_decision(self, decision: OrphanDecision) -> None:
+        """Append the decision; the tenant's history gets an ``orphan_<decision>`` event."""
+        async with self._write() as db:
+            await self._insert_decision(db, decision)
+
+    async def _insert_decision(self, db: aiosqlite.Connection, decision: OrphanDecision) -> None:
+        await db.execute(QUERIES["insert_orphan_decision"], {
+            "name": decision.name, "kind": decision.kind, "tenant_id": decision.tenant_id,
+            "decision": decision.decision, "actor": decision.actor, "reason": decision.reason,
+            "backup": json.dumps(decision.backup) if decision.backup is not None else None,
+            "now": decision.at,
+        })
+        if decision.tenant_id is not None:
+            await self._event(db, decision.tenant_id, f"orphan_{decision.decision}", {
+                "name": decision.name, "kind": decision.kind, "actor": decision.actor,
+                "reason": decision.reason,
+                "backup": (decision.backup or {}).get("path"),
+            })
+
+    async def orphan_decisions(self) -> list[OrphanDecision]:
+        """Every recorded decision, oldest first."""
+        rows = await self._read("list_orphan_decisions")
+        return [
+            OrphanDecision(r["name"], r["kind"], r["tenant_id"], r["decision"], r["actor"],
+                           r["reason"], _loads(r["backup"]), r["at"])
+            for r in rows
+        ]
+
+    async def adopt_tenant(
+        self, spec: TenantSpec, request_id: str | None, backup: dict[str, Any],
+        decision: OrphanDecision,
+    ) -> Tenant:
+        """Register an adopted tenant as deprovisioned; checked and written in one transaction."""
+        async with self._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": spec.tenant_id})
+            existing = await cursor.fetchone()
+            if existing is not None and Status(existing["status"]) not in ADOPTABLE:
+                raise TenantExists(
+                    f"tenant {spec.tenant_id!r} already exists (status {existing['status']}); "
+                    "only an unknown, failed, deprovisioned or purged tenant can be adopted"
+                )
+            await db.execute(QUERIES["adopt_tenant"], {
+                "tenant_id": spec.tenant_id, "status": Status.DEPROVISIONED.value,
+                "engine": spec.engine.value, "industry": spec.industry.value,
+                "template_version": spec.template_version, "request_id": request_id,
+                "backup": json.dumps(backup), "now": decision.at,
+            })
+            await db.execute(QUERIES["bump_registry_changes"])
+            await self._insert_decision(db, decision)
+        tenant = await self.get_tenant(spec.tenant_id)
+        assert tenant is not None
+        return tenant
+
+    async def backup_to(self, dest: Path) -> None:
+        """A consistent copy through SQLite's online backup API, in a worker thread.
+
+        It reads through its own connection, so the daemon's writer is not held up
+        (WAL: readers and the writer do not block each other). The copy is written
+        to a 0600 temporary file next to ``dest``, synced, then linked into place;
+        an existing ``dest`` is never overwritten.
+        """
+        await asyncio.to_thread(_backup_file, self.path, dest)
+
+
+def _backup_file(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(source, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        tmp.chmod(0o600)
+        os.link(tmp, dest)  # FileExistsError rather than overwrite an earlier copy
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

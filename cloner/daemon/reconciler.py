@@ -15,33 +15,46 @@ the registry and the active (queued/running) requests, and then:
 
 2. **Orphans.** A container or volume is an orphan when no live registry row
    wants it. The tenant is read from the ``cloner.tenant`` label (or, failing
-   that, from the deterministic ``cloner-<tenant>[-data]`` name):
+   that, from the deterministic ``cloner-<tenant>[-data]`` name). Only
+   resources labelled with the install id stored in this control plane are
+   ever looked at (``cloner.install``): a new or foreign control plane sees
+   none of another install's resources.
 
-   - no registry row → orphan;
    - an active request for the tenant → never touched (a worker owns it);
-   - REQUESTED/PROVISIONING (no active request, see 1) → orphan;
-   - READY/DEGRADED → orphan only if its ``cloner.request`` label differs
-     from the tenant's ``request_id`` (a leftover of an earlier incarnation);
-   - FAILED/PURGED → orphan (compensation failed or was interrupted), except
-     that with ``keep_failed`` the failed request's own resources are kept
-     for debugging, as that setting promises;
-   - DEPROVISIONING (no active request: a deprovision failed) → kept, the
-     container is needed for the final backup when the delete is retried;
-   - DEPROVISIONED → the container is an orphan (deprovisioning removes it),
-     the volume is NEVER removed: it is the tenant's retained data.
+   - no registry row → **quarantined**;
+   - a ``cloner.request`` label other than the tenant's ``request_id`` (an
+     incarnation this registry does not know: e.g. the control plane was
+     restored from an older copy) → **quarantined**, except while the tenant
+     is DEPROVISIONING or MIGRATING (a delete or rollout owns it);
+   - the tenant's own request: READY/DEGRADED/DEPROVISIONING/MIGRATING → wanted;
+     REQUESTED/PROVISIONING with no active request (see 1), FAILED (unless
+     ``keep_failed``: the failed request's resources are kept for debugging),
+     PURGED → orphan; DEPROVISIONED → the container is an orphan, the volume is
+     the tenant's retained data.
 
-   Scratch servers of ``cloner template validate`` (role ``scratch``) have no
-   registry row by design; they are removed only after ``SCRATCH_GRACE_S``,
-   far longer than any validation run.
+   Of these, only a **container** of the tenant's own, finished request is
+   removed by the reconciler: its data lives on the volume, and the registry
+   records why it is not wanted (failed, purged, deprovisioned). Everything
+   else, and **every volume**, is quarantined: left in place, reported once as
+   ``reconcile.quarantined``, counted in ``cloner_orphans{kind}`` and listed by
+   ``cloner orphans list``. A volume goes only by a recorded decision: purge or
+   retention after a verified backup, or ``cloner orphans remove`` (which backs
+   it up first). Judging by the registry alone is not enough to destroy data:
+   the registry itself may be the thing that is wrong.
 
-   An orphan is removed only once it is older than ``orphan_grace_s``
-   (default 60 s, twice the lease TTL), measured from its creation time (or from
-   when this process first saw it, if the runtime gives none), and only after
-   the registry row and active request are read again right before the
-   removal: a request enqueued meanwhile (a tenant re-created in the window
-   between our snapshot and the delete) spares it. A container is also
-   re-inspected and spared if it was replaced meanwhile. Containers go before
-   volumes, since a volume in use cannot be removed.
+   Scratch servers of ``cloner template validate`` (role ``scratch``, never
+   tenant data) have no registry row by design; their container and volume are
+   removed after ``SCRATCH_GRACE_S``, far longer than any validation run.
+
+   Grace (``orphan_grace_s``, default 60 s, twice the lease TTL) is measured
+   from when this process first saw the resource, never from its creation
+   time: after a restart or a control-plane restore every resource is old, and
+   that must not make anything eligible at once. A resource is quarantined or
+   removed only once it has been an orphan for the grace, and a removal happens
+   only after the registry row and active request are read again right before
+   it: a request enqueued meanwhile (a tenant re-created in the window between
+   our snapshot and the delete) spares it. A container is also re-inspected
+   and spared if it was replaced meanwhile.
 
 3. **Repairs.** A READY or DEGRADED tenant without an active request whose
    container is missing or stopped is marked DEGRADED, then its container is
@@ -200,34 +213,50 @@ class Resource:
         return cls("volume", info.name, dict(info.labels), info.created_at)
 
 
-def orphan_reason(
+@dataclass(frozen=True)
+class Verdict:
+    """Why a resource is an orphan, and whether the reconciler may remove it."""
+
+    reason: str
+    #: True: left in place for an admin (``cloner orphans``); False: the reconciler removes it.
+    quarantine: bool
+
+
+#: A delete or a rollout owns the tenant's resources whatever their request label.
+_OWNED_BY_WORK = frozenset({Status.DEPROVISIONING, Status.MIGRATING})
+
+
+def orphan_verdict(
     resource: Resource, tenant: Tenant | None, active: Request | None, *, keep_failed: bool
-) -> str | None:
-    """Why ``resource`` is an orphan, or None if a live registry row wants it (module rules)."""
+) -> Verdict | None:
+    """The verdict on ``resource``, or None if a live registry row wants it (module rules)."""
     if resource.scratch:
-        return "scratch server of template validate"
+        return Verdict("scratch server of template validate", quarantine=False)
+    if resource.labels.get(constants.LABEL_ROLE) == constants.ROLE_VOLUME_DUMP:
+        return None  # a backup's helper: lives seconds; a crashed one is replaced by the next
     if tenant is None:
-        return "no registry row"
+        return Verdict("no registry row", quarantine=True)
     if active is not None:
         return None
     status = tenant.status
-    own_request = resource.request_id == tenant.request_id
-    if status in UNFINISHED:
-        return f"tenant is {status.value} with no active request"
-    if status in WANTS_CONTAINER:
-        if own_request:
+    if resource.request_id != tenant.request_id:
+        if status in _OWNED_BY_WORK:
             return None
-        return (f"request {resource.request_id} is not the tenant's request "
-                f"{tenant.request_id}")
-    if status is Status.FAILED:
-        return None if keep_failed and own_request else "tenant failed"
-    if status is Status.PURGED:
-        return "tenant purged"
-    if status is Status.DEPROVISIONED:
-        return "tenant deprovisioned" if resource.kind == "container" else None
-    # DEPROVISIONING: the retried delete still needs the container for its backup.
-    # MIGRATING: a rollout owns it (or the next one adopts it); never an orphan.
-    return None
+        return Verdict(f"request {resource.request_id} is not the {status.value} tenant's "
+                       f"request {tenant.request_id}", quarantine=True)
+    if status in UNFINISHED:
+        reason = f"tenant is {status.value} with no active request"
+    elif status is Status.FAILED and not keep_failed:
+        reason = "tenant failed"
+    elif status is Status.PURGED:
+        reason = "tenant purged"
+    elif status is Status.DEPROVISIONED and resource.kind == "container":
+        reason = "tenant deprovisioned"
+    else:
+        return None
+    # The container of the tenant's own finished request holds nothing the volume does
+    # not; a volume is data, and the reconciler never removes data on its own.
+    return Verdict(reason, quarantine=resource.kind == "volume")
 
 
 class Reconciler:
@@ -298,13 +327,21 @@ class Reconciler:
                     tenants[tenant.tenant_id] = updated
 
         # Containers first: Docker refuses to remove a volume a container still mounts.
+        quarantined = {"container": 0, "volume": 0}
         for resource in sorted(resources, key=lambda r: r.kind != "container"):
             tid = resource.tenant_id
             owner = tenants.get(tid) if tid else None
-            reason = orphan_reason(resource, owner, active.get(tid) if tid else None,
-                                   keep_failed=self.app.settings.keep_failed)
-            if reason is not None:
-                await self._consider_orphan(resource, reason, now, actions)
+            verdict = orphan_verdict(resource, owner, active.get(tid) if tid else None,
+                                     keep_failed=self.app.settings.keep_failed)
+            if verdict is None:
+                continue
+            if verdict.quarantine:
+                if self._quarantine(resource, verdict.reason, now, actions):
+                    quarantined[resource.kind] += 1
+            else:
+                await self._consider_orphan(resource, verdict.reason, now, actions)
+        for kind, count in quarantined.items():
+            self.app.metrics.orphans.labels(kind=kind).set(count)
 
         await self._repairs(tenants, active, owned, actions)
         await self._retention_sweep(tenants, active, actions)
@@ -335,15 +372,30 @@ class Reconciler:
 
     # ---------------------------------------------------------------- orphans
 
+    def _quarantine(
+        self, resource: Resource, reason: str, now: float, actions: list[ReconcileAction]
+    ) -> bool:
+        """Leave ``resource`` in place and report it once; False while still within grace."""
+        age_s = now - self._first_seen.get(resource.key, now)
+        if age_s < self.app.settings.orphan_grace_s:
+            log.debug("reconcile.orphan_pending", tenant_id=resource.tenant_id,
+                      kind=resource.kind, name=resource.name, reason=reason,
+                      seen_s=round(age_s, 1))
+            return False
+        self._act(actions, "quarantined", resource.tenant_id, resource.name,
+                  f"{resource.kind}: {reason}; left in place (cloner orphans list)",
+                  level="warning", once=True)
+        return True
+
     async def _consider_orphan(
         self, resource: Resource, reason: str, now: float, actions: list[ReconcileAction]
     ) -> None:
         grace = self.app.settings.orphan_grace_s
         if resource.scratch:
             grace = max(grace, SCRATCH_GRACE_S)
-        born = (resource.created_at.timestamp() if resource.created_at is not None
-                else self._first_seen.get(resource.key, now))
-        age_s = now - born
+        # From first sight by this process, never from creation: after a restart (or a
+        # restored control plane) every resource is old, and that proves nothing.
+        age_s = now - self._first_seen.get(resource.key, now)
         if age_s < grace:
             log.debug("reconcile.orphan_pending", tenant_id=resource.tenant_id,
                       kind=resource.kind, name=resource.name, reason=reason,
@@ -369,11 +421,14 @@ class Reconciler:
         # the kill-between-create-and-register window down to the delete call itself.
         tenant = await cp.get_tenant(tid) if tid else None
         active = await cp.active_request(tid) if tid else None
-        if orphan_reason(resource, tenant, active,
-                         keep_failed=self.app.settings.keep_failed) is None:
+        verdict = orphan_verdict(resource, tenant, active,
+                                 keep_failed=self.app.settings.keep_failed)
+        if verdict is None or verdict.quarantine:
             self._act(actions, "orphan_spared", tid, resource.name,
-                      f"{resource.kind} is wanted again after re-reading the registry")
+                      f"{resource.kind} is no longer removable after re-reading the registry")
             return
+        if resource.kind == "volume" and not resource.scratch:
+            raise AssertionError("the reconciler never removes a tenant volume")
         if resource.kind == "container":
             current = await runtime.inspect(resource.name)
             if current is None:
@@ -386,7 +441,7 @@ class Reconciler:
         else:
             await runtime.remove_volume(resource.name)
         self._act(actions, "orphan_removed", tid, resource.name,
-                  f"{resource.kind}: {reason} (age {age_s:.0f}s)")
+                  f"{resource.kind}: {reason} (seen {age_s:.0f}s ago)")
 
     # ---------------------------------------------------------------- repairs
 
@@ -526,6 +581,7 @@ class Reconciler:
             constants.LABEL_REQUEST: tenant.request_id or "",
             constants.LABEL_ENGINE: tenant.engine.value,
             constants.LABEL_TEMPLATE_VERSION: tenant.template_version,
+            constants.LABEL_INDUSTRY: tenant.industry.value,
             constants.LABEL_ROLE: "tenant-database",
         }
         services = self.app.services

@@ -11,13 +11,16 @@ re-computed against its manifest). For each, a purge request is enqueued with
 
 The purge itself is an ordinary ``tenant delete --purge`` run by a worker, not
 done inside the pass: the queue's one-active-request rule keeps it from
-racing a restore or delete of the same tenant, and the deprovisioning pipeline
-checks for a verified backup once more before it removes the volume. When
+racing a restore or delete of the same tenant. When
 that request finishes the tenant is ``purged``, its volume is gone, its
 backups are kept, the ``purged`` event names the ``retention`` actor, and
 ``cloner_reconcile_actions_total{action="retention_purged"}`` counts it.
 
-A due tenant without a verified backup is never purged: the pass reports
+The worker re-reads the final backup (SHA-256 against manifest and sidecar)
+immediately before it removes the volume, so a backup that rots between this
+pass and the purge still stops it.
+
+A due tenant without a verified final backup is never purged: the pass reports
 ``retention_blocked`` (once per standing condition) and an operator decides.
 """
 
@@ -30,7 +33,7 @@ from datetime import datetime
 
 from cloner import constants
 from cloner.app import App
-from cloner.backups import resolve_backup_path, verify_backup
+from cloner.backups import is_final, resolve_backup_path, verify_backup
 from cloner.domain import Request, RequestKind, Status, Tenant
 from cloner.errors import InvalidBackup, InvalidTransition, TenantExists
 from cloner.pipeline.deprovision import RETENTION_REASON
@@ -97,10 +100,20 @@ class RetentionSweep:
         return datetime.fromisoformat(stamps[-1]) if stamps else tenant.updated_at
 
     async def _backup_problem(self, tenant: Tenant) -> str | None:
-        """None when the tenant's recorded backup verifies, else why it does not."""
-        path = (tenant.backup or {}).get("path")
+        """None when the tenant's final backup verifies, else why it does not.
+
+        Only the final backup (``final: true``, taken by the deprovision that removed
+        the container) holds the volume's data: an on-demand or pre-migration backup
+        recorded since is older, and never lets the volume go.
+        """
+        backup = tenant.backup
+        path = (backup or {}).get("path")
         if not isinstance(path, str) or not path:
             return "no recorded backup; the volume is kept"
+        if not is_final(backup):
+            return (f"the recorded backup is a {(backup or {}).get('reason') or 'earlier'} "
+                    "backup, not a final one; the volume is kept (a purge by hand takes "
+                    "the final backup from it first)")
         return await asyncio.to_thread(self._verify_cached, tenant.tenant_id, path)
 
     def _verify_cached(self, tenant_id: str, path: str) -> str | None:

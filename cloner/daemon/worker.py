@@ -164,12 +164,11 @@ class Worker:
                     engine=engine, outcome="failure", error_class=failure.error_class
                 ).inc()
             try:
-                # A failed restore compensates like a failed create, volume included. That
-                # may be a deprovisioned tenant's old volume (failure before `start`), but
-                # a restore is only accepted when a verified backup holds that data
-                # (TenantService.restore), and a retried restore loads from a backup anyway.
-                await self.app.provisioner.compensate(
-                    request.tenant_id, tenant.engine if tenant else None)
+                # Only what this request created goes (resources labelled with its id). A
+                # deprovisioned tenant's kept volume is not: a restore failing before `start`
+                # (e.g. its backup stopped verifying while queued) never touched it.
+                detail["compensation"] = await self.app.provisioner.compensate(
+                    request.tenant_id, request.id, tenant.engine if tenant else None)
             except Exception as exc:  # the reconciler removes what is left
                 log.exception("worker.compensation_failed", error=str(exc))
             await cp.update_tenant(request.tenant_id, TenantUpdate(

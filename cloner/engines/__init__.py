@@ -9,6 +9,8 @@ from cloner.engines.base import (
     Placement,
     SessionLimits,
     TenantTarget,
+    VolumeDumpHooks,
+    volume_dump_hooks,
 )
 from cloner.engines.mongodb import MongoEngine
 from cloner.engines.mysql import MysqlEngine
@@ -42,6 +44,5 @@ def available_engines() -> list[Engine]:
 
 __all__ = [
     "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "SessionLimits",
-    "TenantTarget",
-    "available_engines", "get_engine",
+    "TenantTarget", "VolumeDumpHooks", "available_engines", "get_engine", "volume_dump_hooks",
 ]

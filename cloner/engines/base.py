@@ -14,7 +14,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cloner import constants
 from cloner.catalog import ResolvedTemplates
@@ -243,6 +243,42 @@ class EngineDriver(Protocol):
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """A connection string for applications."""
+
+
+class VolumeDumpHooks(Protocol):
+    """Dump a kept volume whose tenant container is gone, with no credential at all.
+
+    ``ContainerHost.dump_volume`` starts the engine's image on the volume as
+    a short-lived helper (``Runtime.start_volume_helper``: no network, no
+    port) shaped by ``volume_dump_spec``, polls ``local_ready`` and calls
+    ``dump_local``, which produces exactly what ``backup`` produces, over the
+    server's local socket that trusts the OS user the dump runs as (as
+    ``backup`` already does). An engine without these hooks cannot take a
+    final backup from a volume; ``volume_dump_hooks`` says so.
+    """
+
+    def volume_dump_spec(
+        self, tenant_id: str, name: str, labels: dict[str, str], defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """The helper container: the tenant container's shape, no secret in its environment."""
+
+    async def local_ready(self, runtime: Runtime, container: str) -> bool:
+        """True once the helper's server accepts local connections."""
+
+    async def dump_local(
+        self, runtime: Runtime, container: str, tenant_id: str, dest: Path,
+    ) -> BackupResult:
+        """The engine's normal backup of the tenant database, written to ``dest``."""
+
+
+_VOLUME_DUMP_HOOKS = ("volume_dump_spec", "local_ready", "dump_local")
+
+
+def volume_dump_hooks(driver: EngineDriver) -> VolumeDumpHooks | None:
+    """The engine's ``VolumeDumpHooks``, or None if it cannot dump a volume without credentials."""
+    if all(hasattr(driver, name) for name in _VOLUME_DUMP_HOOKS):
+        return cast("VolumeDumpHooks", driver)
+    return None
 
 
 class MigrationHooks(Protocol):

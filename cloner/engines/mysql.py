@@ -33,6 +33,7 @@ MariaDB differs from PostgreSQL in ways that shape this module:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import hmac
@@ -41,7 +42,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,9 @@ MYSQL_UID = f"{MYSQL_UID_NUM}:{MYSQL_UID_NUM}"
 SUPERUSER = "root"
 #: The account of uid 999 over the unix socket (both images name that OS user mysql).
 SOCKET_ACCOUNT = "mysql"
+#: The ``mariadb`` client on the local socket as the socket account (no password).
+_SOCKET_CLIENT = ("mariadb", "--protocol=socket", f"--socket={SOCKET_PATH}",
+                  f"--user={SOCKET_ACCOUNT}")
 CONNECT_TIMEOUT_S = 5.0
 PROBE_TABLE = "system_settings"  # every root template version ships it (catalog contract)
 DB_CHARSET = "utf8mb4"
@@ -325,6 +329,33 @@ class _HashedAuthConnection(aiomysql.Connection):  # type: ignore[misc]  # aiomy
         return await super()._process_auth(plugin_name, auth_packet)
 
 
+def _server_command(defaults: ContainerDefaults) -> tuple[str, ...]:
+    pool_mb = defaults.mysql_innodb_buffer_pool_mb
+    return (
+        "mariadbd",
+        f"--max-connections={defaults.connection_limit * 3 + 10}",
+        f"--innodb-buffer-pool-size={pool_mb}M",
+        # Redo log and its buffer: 96 MB on disk and 16 MB in memory by
+        # default, far more than a small tenant writes between checkpoints.
+        "--innodb-log-file-size=16M",
+        "--innodb-log-buffer-size=2M",
+        # MyISAM and Aria hold only the small system tables here.
+        "--key-buffer-size=1M",
+        "--aria-pagecache-buffer-size=8M",
+        "--table-open-cache=256",
+        "--table-definition-cache=400",
+        "--thread-cache-size=4",
+        "--tmp-table-size=16M",
+        "--max-heap-table-size=16M",
+        "--query-cache-type=0",
+        "--query-cache-size=0",
+        "--performance-schema=OFF",
+        "--skip-name-resolve",
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci",
+    )
+
+
 class MysqlEngine:
     """MariaDB 10.11 tenants (the ``mysql`` engine)."""
 
@@ -352,7 +383,6 @@ class MysqlEngine:
         The sizing goes on the command line, not into a config file, so an
         official ``mariadb`` image gets exactly what the offline image gets.
         """
-        pool_mb = defaults.mysql_innodb_buffer_pool_mb
         return defaults.tenant_spec(
             tenant_id, labels, uid=MYSQL_UID_NUM, port=self.container_port,
             volume_mount=DATADIR,
@@ -362,33 +392,54 @@ class MysqlEngine:
                 # (seconds); tenants use offsets, and the offline image has none.
                 "MARIADB_INITDB_SKIP_TZINFO": "1",
             },
-            command=(
-                "mariadbd",
-                f"--max-connections={defaults.connection_limit * 3 + 10}",
-                f"--innodb-buffer-pool-size={pool_mb}M",
-                # Redo log and its buffer: 96 MB on disk and 16 MB in memory by
-                # default, far more than a small tenant writes between checkpoints.
-                "--innodb-log-file-size=16M",
-                "--innodb-log-buffer-size=2M",
-                # MyISAM and Aria hold only the small system tables here.
-                "--key-buffer-size=1M",
-                "--aria-pagecache-buffer-size=8M",
-                "--table-open-cache=256",
-                "--table-definition-cache=400",
-                "--thread-cache-size=4",
-                "--tmp-table-size=16M",
-                "--max-heap-table-size=16M",
-                "--query-cache-type=0",
-                "--query-cache-size=0",
-                "--performance-schema=OFF",
-                "--skip-name-resolve",
-                "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_unicode_ci",
-            ),
+            command=_server_command(defaults),
             # Owned by the engine uid explicitly: Docker mounts a tmpfs root-owned,
             # and mariadbd must create its socket and pid file there.
             private_dirs={"/run/mysqld": "0755"},
         )
+
+    def volume_dump_spec(
+        self, tenant_id: str, name: str, labels: dict[str, str], defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """The tenant container's shape on the kept volume, socket only, no root password.
+
+        The volume holds an initialised data directory, so the entrypoint starts
+        it as it is (and refuses an empty one for want of a root password).
+        """
+        spec = defaults.tenant_spec(
+            tenant_id, labels, uid=MYSQL_UID_NUM, port=self.container_port,
+            volume_mount=DATADIR, env={"MARIADB_INITDB_SKIP_TZINFO": "1"},
+            command=(*_server_command(defaults), "--skip-networking"),
+            private_dirs={"/run/mysqld": "0755"},
+        )
+        return dataclasses.replace(spec, name=name)
+
+    async def local_ready(self, runtime: Runtime, container: str) -> bool:
+        """The socket account answers a query (false while InnoDB recovers)."""
+        code, _ = await runtime.exec(container, [*_SOCKET_CLIENT, "-e", "SELECT 1"],
+                                     user=MYSQL_UID)
+        return code == 0
+
+    async def dump_local(
+        self, runtime: Runtime, container: str, tenant_id: str, dest: Path,
+    ) -> BackupResult:
+        """The same ``mariadb-dump | gzip`` as ``backup``, tables counted over the socket."""
+        database = self.database_name(tenant_id)
+
+        async def count() -> int:
+            code, output = await runtime.exec(
+                container,
+                [*_SOCKET_CLIENT, "--batch", "--skip-column-names", f"--database={database}",
+                 "-e", "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                 "TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'"],
+                user=MYSQL_UID,
+            )
+            words = output.split()
+            if code != 0 or not words or not words[-1].isdigit():
+                raise BackupError(f"cannot count the tables of {tenant_id}: {output[-300:]}")
+            return int(words[-1])
+
+        return await self._dump(runtime, container, tenant_id, database, dest, count=count)
 
     # -------------------------------------------------------------- connecting
 
@@ -1024,7 +1075,16 @@ class MysqlEngine:
         """
         if target.container_name is None:
             raise BackupError("mysql backup needs the tenant container")
-        tables = await self._table_count(target)
+        return await self._dump(
+            runtime, target.container_name, target.tenant_id, target.database, dest,
+            count=lambda: self._table_count(target),
+        )
+
+    async def _dump(
+        self, runtime: Runtime, container: str, tenant_id: str, database: str, dest: Path,
+        *, count: Callable[[], Awaitable[int]],
+    ) -> BackupResult:
+        tables = await count()
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = dest.with_suffix(dest.suffix + ".partial")
         script = (
@@ -1034,27 +1094,27 @@ class MysqlEngine:
         )
         try:
             size = await runtime.exec_to_file(
-                target.container_name,
-                ["bash", "-o", "pipefail", "-c", script, "cloner-backup", target.database],
+                container,
+                ["bash", "-o", "pipefail", "-c", script, "cloner-backup", database],
                 partial, user=MYSQL_UID,
             )
         except Exception as exc:
             partial.unlink(missing_ok=True)
-            raise BackupError(f"mariadb-dump of {target.tenant_id} failed: {exc}") from exc
+            raise BackupError(f"mariadb-dump of {tenant_id} failed: {exc}") from exc
         try:
             entries = await asyncio.to_thread(_dumped_tables, partial)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             partial.unlink(missing_ok=True)
-            raise BackupError(f"backup of {target.tenant_id} is not a readable gzip: "
+            raise BackupError(f"backup of {tenant_id} is not a readable gzip: "
                               f"{exc}") from exc
         if entries is not None and entries != tables:
             # The owner may have created or dropped a table while the dump ran: the
             # dump's snapshot lies between the two counts.
-            tables = await self._table_count(target)
+            tables = await count()
         if entries is None or entries != tables:
             partial.unlink(missing_ok=True)
             raise BackupError(
-                f"backup of {target.tenant_id} is incomplete: "
+                f"backup of {tenant_id} is incomplete: "
                 f"{'no completion line' if entries is None else f'{entries} CREATE TABLE'}"
                 f", expected {tables} tables"
             )

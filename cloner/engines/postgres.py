@@ -10,6 +10,7 @@ before any tenant credential exists.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -56,6 +57,8 @@ from cloner.secrets import TENANT_ROLES, scram_sha256_verifier
 log = get_logger(__name__)
 
 PGDATA = "/var/lib/postgresql/data"
+#: Where the server puts its local socket (a private tmpfs in the container).
+SOCKET_DIR = "/var/run/postgresql"
 POSTGRES_UID_NUM = 999
 POSTGRES_UID = f"{POSTGRES_UID_NUM}:{POSTGRES_UID_NUM}"
 CONNECT_TIMEOUT_S = 5.0
@@ -125,16 +128,42 @@ class PostgresEngine:
                 "POSTGRES_PASSWORD": credentials.bootstrap_password,
                 "PGDATA": PGDATA,
             },
-            command=(
-                "postgres",
-                "-c", f"max_connections={defaults.connection_limit * 3 + 10}",
-                "-c", "shared_buffers=32MB",
-                "-c", "password_encryption=scram-sha-256",
-                "-c", "log_min_error_statement=panic",
-            ),
+            command=_server_command(defaults),
             # Owned by the engine uid explicitly: without uid/gid Docker mounts the
             # tmpfs root-owned and postgres cannot create its socket lock file.
             private_dirs={"/var/run/postgresql": "0700"},
+        )
+
+    def volume_dump_spec(
+        self, tenant_id: str, name: str, labels: dict[str, str], defaults: ContainerDefaults,
+    ) -> ContainerSpec:
+        """The tenant container's shape on the kept volume, listening on its socket only.
+
+        No password in the environment: the volume holds an initialised cluster,
+        so the entrypoint starts it as it is (and refuses an empty volume).
+        """
+        spec = defaults.tenant_spec(
+            tenant_id, labels, uid=POSTGRES_UID_NUM, port=self.container_port,
+            volume_mount=PGDATA, env={"PGDATA": PGDATA},
+            command=(*_server_command(defaults), "-c", "listen_addresses="),
+            private_dirs={"/var/run/postgresql": "0700"},
+        )
+        return dataclasses.replace(spec, name=name)
+
+    async def local_ready(self, runtime: Runtime, container: str) -> bool:
+        """``pg_isready`` on the local socket (false while crash recovery replays WAL)."""
+        code, _ = await runtime.exec(
+            container, ["pg_isready", "-q", "-h", SOCKET_DIR], user=POSTGRES_UID
+        )
+        return code == 0
+
+    async def dump_local(
+        self, runtime: Runtime, container: str, tenant_id: str, dest: Path,
+    ) -> BackupResult:
+        """The same ``pg_dump -Fc`` as ``backup``, as the superuser over the local socket."""
+        return await self._dump(
+            runtime, container, tenant_id, superuser=self.superuser,
+            database=self.database_name(tenant_id), dest=dest,
         )
 
     # -------------------------------------------------------------- connecting
@@ -720,22 +749,31 @@ class PostgresEngine:
         """``pg_dump -Fc`` inside the tenant container, streamed to ``dest``, checksummed."""
         if target.container_name is None:
             raise BackupError("postgres backup needs the tenant container")
+        return await self._dump(
+            runtime, target.container_name, target.tenant_id,
+            superuser=target.credentials.superuser.username, database=target.database, dest=dest,
+        )
+
+    async def _dump(
+        self, runtime: Runtime, container: str, tenant_id: str, *, superuser: str,
+        database: str, dest: Path,
+    ) -> BackupResult:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = dest.with_suffix(dest.suffix + ".partial")
         try:
             size = await runtime.exec_to_file(
-                target.container_name,
-                ["pg_dump", "-U", target.credentials.superuser.username, "-Fc", "-Z", "6",
-                 "--no-owner", "--no-privileges", "-d", target.database],
+                container,
+                ["pg_dump", "-U", superuser, "-Fc", "-Z", "6",
+                 "--no-owner", "--no-privileges", "-d", database],
                 partial, user=POSTGRES_UID,
             )
         except Exception as exc:
             partial.unlink(missing_ok=True)
-            raise BackupError(f"pg_dump of {target.tenant_id} failed: {exc}") from exc
+            raise BackupError(f"pg_dump of {tenant_id} failed: {exc}") from exc
         if size < 5 or await asyncio.to_thread(_magic, partial) != b"PGDMP":
             partial.unlink(missing_ok=True)
-            raise BackupError(f"pg_dump of {target.tenant_id} produced no valid archive")
-        entries = await self._restorable_entries(runtime, target.container_name, partial)
+            raise BackupError(f"pg_dump of {tenant_id} produced no valid archive")
+        entries = await self._restorable_entries(runtime, container, partial)
         digest = await asyncio.to_thread(sha256_of, partial)
         partial.chmod(0o600)
         partial.replace(dest)
@@ -908,6 +946,16 @@ class PostgresEngine:
             ssl=False, server_settings={"application_name": options.application_name},
         )
         return pool
+
+
+def _server_command(defaults: ContainerDefaults) -> tuple[str, ...]:
+    return (
+        "postgres",
+        "-c", f"max_connections={defaults.connection_limit * 3 + 10}",
+        "-c", "shared_buffers=32MB",
+        "-c", "password_encryption=scram-sha-256",
+        "-c", "log_min_error_statement=panic",
+    )
 
 
 def pinned_settings(limits: SessionLimits) -> dict[str, str]:

@@ -1,7 +1,13 @@
 """Deprovisioning: final verified backup → container removed → volume kept (or purged).
 
-Data is never dropped before a verified backup exists: ``--purge`` removes
-the volume only after the backup of this run (or an earlier one) checks out.
+Data is never dropped before a verified backup exists. Every deprovision of a
+tenant that still has data takes a *final* backup (``final: true`` and the
+request id in its record): from the running container, or, when the container
+is gone, from the kept volume through a helper container
+(``ContainerHost.dump_volume``). If neither works the delete fails and removes
+nothing. ``--purge`` (and retention) remove the volume only after that final
+backup is read back and its SHA-256 matches its manifest and sidecar, right
+before the removal; an older on-demand or pre-migration backup never counts.
 The same class takes on-demand backups of ready tenants (``RequestKind.BACKUP``).
 Every event it records names who asked (``actor`` of the request payload).
 """
@@ -15,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from cloner import constants
-from cloner.backups import write_manifest
+from cloner.backups import final_backup_problem, is_final, write_manifest
 from cloner.controlplane import TenantUpdate
-from cloner.domain import Request, Status, Tenant
-from cloner.engines import BackupResult, get_engine
+from cloner.domain import Engine, Request, Status, Tenant, volume_name
+from cloner.engines import BackupResult, Placement, get_engine
 from cloner.errors import BackupError, InvalidTransition
 from cloner.logging import get_logger
 from cloner.pipeline.context import Services
+from cloner.pipeline.hosts import ContainerHost
 from cloner.pipeline.provision import StepFailed
 
 log = get_logger(__name__)
@@ -45,6 +52,7 @@ class Deprovisioner:
         if tenant.status is Status.DEPROVISIONED and not purge:
             return tenant
         step = "mark"
+        was_deprovisioned = tenant.status is Status.DEPROVISIONED
         try:
             if tenant.status is not Status.DEPROVISIONING:
                 tenant = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
@@ -53,22 +61,43 @@ class Deprovisioner:
                 ))
             step = "backup"
             backup = tenant.backup
-            host = self.s.host(get_engine(tenant.engine))
+            driver = get_engine(tenant.engine)
+            host = self.s.host(driver)
             has_data = await host.has_data(tenant_id)
             live = await host.is_live(tenant_id)
-            taken_now = bool(backup and backup.get("request") == request.id)
-            # Once the container is gone the data cannot change: the backup taken when it
-            # was removed stays the final one (purging a deprovisioned tenant needs no new one).
-            if (has_data and live and tenant.endpoint is not None and not taken_now
-                    and (tenant.has_credentials or not get_engine(tenant.engine).roles)):
+
+            def covered() -> bool:
+                # The final backup of this request (a retried attempt took it), or the one
+                # taken when a deprovisioned tenant's container was removed: its data has
+                # not changed since. An on-demand or pre-migration backup never counts.
+                return is_final(backup) and (
+                    (backup or {}).get("request") == request.id or was_deprovisioned)
+
+            if (has_data and live and not covered() and tenant.endpoint is not None
+                    and (tenant.has_credentials or not driver.roles)):
                 backup = await self.backup(tenant, reason="deprovision", request_id=request.id,
-                                           actor=actor)
+                                           actor=actor, final=True)
             step = "remove"
             await host.stop(tenant_id)
+            if has_data and not covered():
+                # The container is gone (removed by hand, pruned, never recreated) or could
+                # not be backed up: the data is dumped from the kept volume itself. If that
+                # fails, so does the delete, and the volume stays.
+                step = "backup"
+                if driver.placement is Placement.CONTAINER:
+                    backup = await self.backup_from_volume(
+                        tenant, reason="deprovision", request_id=request.id, actor=actor,
+                        final=True)
+                else:
+                    backup = await self.backup(tenant, reason="deprovision",
+                                               request_id=request.id, actor=actor, final=True)
             final = Status.DEPROVISIONED
             if purge:
                 step = "purge"
-                _require_verified(backup, has_data)
+                if has_data:
+                    # Read back now, immediately before the volume goes (not when enqueued).
+                    await asyncio.to_thread(
+                        require_final_backup, self.s.settings.backups_dir, tenant_id, backup)
                 await host.remove_data(tenant_id)
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
@@ -112,7 +141,7 @@ class Deprovisioner:
 
     async def backup(
         self, tenant: Tenant, *, reason: str, request_id: str | None,
-        actor: str | None = None,
+        actor: str | None = None, final: bool = False,
     ) -> dict[str, Any]:
         """Take, checksum and record a logical backup; the container is started if needed."""
         engine, target = await self.s.target(tenant)
@@ -120,15 +149,44 @@ class Deprovisioner:
         try:
             await self.s.host(engine).ensure_running(target)
             await engine.wait_ready(target, self.s.settings.ready_timeout_s)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            folder = self.s.settings.backups_dir / tenant.tenant_id
-            dest = folder / f"{tenant.tenant_id}-{stamp}{constants.BACKUP_SUFFIX}"
+            dest = backup_dest(self.s, tenant.tenant_id)
             result = await engine.backup(self.s.runtime, target, dest)
         except Exception:
             self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
             raise
-        record = _record(result, tenant, reason, request_id, time.monotonic() - started)
+        record = _record(result, tenant.tenant_id, reason, request_id,
+                         time.monotonic() - started, engine=tenant.engine.value,
+                         template_version=tenant.template_version,
+                         industry=tenant.industry.value, final=final)
         record["actor"] = actor
+        return await self._recorded(tenant, record, result)
+
+    async def backup_from_volume(
+        self, tenant: Tenant, *, reason: str, request_id: str | None,
+        actor: str | None = None, final: bool = False,
+    ) -> dict[str, Any]:
+        """Like ``backup``, for a tenant whose container is gone: dumped from its kept volume
+        (``ContainerHost.dump_volume``), recorded the same way."""
+        started = time.monotonic()
+        try:
+            result = await ContainerHost(self.s).dump_volume(
+                tenant.tenant_id, backup_dest(self.s, tenant.tenant_id), engine=tenant.engine,
+                request_id=request_id,
+            )
+        except Exception:
+            self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
+            raise
+        record = _record(result, tenant.tenant_id, reason, request_id,
+                         time.monotonic() - started, engine=tenant.engine.value,
+                         template_version=tenant.template_version,
+                         industry=tenant.industry.value, final=final)
+        record["actor"] = actor
+        record["source"] = "volume"
+        return await self._recorded(tenant, record, result)
+
+    async def _recorded(
+        self, tenant: Tenant, record: dict[str, Any], result: BackupResult
+    ) -> dict[str, Any]:
         await asyncio.to_thread(write_manifest, result.path, record)
         self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="success").inc()
         self.s.metrics.backup_size.labels(engine=tenant.engine.value).set(result.size_bytes)
@@ -138,34 +196,70 @@ class Deprovisioner:
             backup=record, event="backup", event_detail=record,
         ))
         log.info("backup.done", tenant_id=tenant.tenant_id, path=str(result.path),
-                 size_bytes=result.size_bytes)
+                 size_bytes=result.size_bytes, final=record.get("final", False))
         return record
 
 
-def _require_verified(backup: dict[str, Any] | None, has_data: bool) -> None:
-    if has_data and not _verified(backup):
-        raise BackupError("refusing to purge: no verified backup of this tenant")
+def backup_dest(services: Services, tenant_id: str) -> Path:
+    """Where a new backup of ``tenant_id`` goes (a sortable UTC stamp in its name)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = services.settings.backups_dir / tenant_id
+    return folder / f"{tenant_id}-{stamp}{constants.BACKUP_SUFFIX}"
 
 
-def _verified(backup: dict[str, Any] | None) -> bool:
-    if not backup:
-        return False
-    path = Path(backup["path"])
-    return path.is_file() and path.stat().st_size == backup.get("size_bytes") and bool(
-        backup.get("sha256")
+async def backup_kept_volume(
+    services: Services, tenant_id: str, *, reason: str, request_id: str | None = None,
+    actor: str | None = None, engine: Engine | None = None,
+) -> dict[str, Any]:
+    """Back up the kept volume of ``tenant_id`` from its labels alone (no registry row needed).
+
+    The shared primitive for volumes whose container is gone (orphans, adoption):
+    the engine's normal archive, with the usual ``.json`` manifest and ``.sha256``
+    sidecar in the tenant's backup folder, so ``backup list`` and ``tenant restore
+    --from`` see it like any other. The engine comes from ``engine`` or the
+    volume's label, the template version from the volume's label; the industry is
+    unknown without a registry row (``None`` in the manifest). The registry is not
+    touched. Raises ``BackupError`` (nothing written) when no backup can be taken.
+    """
+    started = time.monotonic()
+    volume = await services.runtime.volume_info(volume_name(tenant_id))
+    labels = volume.labels if volume is not None else {}
+    result = await ContainerHost(services).dump_volume(
+        tenant_id, backup_dest(services, tenant_id), engine=engine, request_id=request_id,
     )
+    record = _record(
+        result, tenant_id, reason, request_id, time.monotonic() - started,
+        engine=engine.value if engine is not None else labels.get(constants.LABEL_ENGINE),
+        template_version=labels.get(constants.LABEL_TEMPLATE_VERSION), industry=None,
+        final=False,
+    )
+    record["actor"] = actor
+    record["source"] = "volume"
+    await asyncio.to_thread(write_manifest, result.path, record)
+    log.info("backup.volume_done", tenant_id=tenant_id, path=str(result.path),
+             size_bytes=result.size_bytes)
+    return record
+
+
+def require_final_backup(backups_dir: Path, tenant_id: str,
+                         backup: dict[str, Any] | None) -> None:
+    """``BackupError`` (one line) unless the final backup verifies now. Blocking."""
+    problem = final_backup_problem(backups_dir, tenant_id, backup)
+    if problem is not None:
+        raise BackupError(f"refusing to purge {tenant_id}: {problem}; the volume is kept")
 
 
 def _record(
-    result: BackupResult, tenant: Tenant, reason: str, request_id: str | None, seconds: float
+    result: BackupResult, tenant_id: str, reason: str, request_id: str | None, seconds: float,
+    *, engine: str | None, template_version: str | None, industry: str | None, final: bool,
 ) -> dict[str, Any]:
     return {
         "path": str(result.path), "size_bytes": result.size_bytes, "sha256": result.sha256,
         "format": result.format, "restorable_entries": result.restorable_entries,
-        "engine": tenant.engine.value,
-        "template_version": tenant.template_version, "industry": tenant.industry.value,
-        "reason": reason, "request": request_id, "duration_s": round(seconds, 3),
+        "engine": engine, "template_version": template_version, "industry": industry,
+        "reason": reason, "request": request_id, "final": final,
+        "duration_s": round(seconds, 3),
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "label": constants.CONTAINER_PREFIX + tenant.tenant_id,
+        "label": constants.CONTAINER_PREFIX + tenant_id,
     }
 

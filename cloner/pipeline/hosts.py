@@ -17,12 +17,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cloner.domain import CheckResult, Credentials, Endpoint, container_name, volume_name
-from cloner.engines import EngineDriver, Placement, TenantTarget
-from cloner.errors import BackupError, NotReady
+from cloner import constants
+from cloner.domain import (
+    CheckResult,
+    Credentials,
+    Endpoint,
+    Engine,
+    container_name,
+    parse_engine,
+    volume_name,
+)
+from cloner.engines import (
+    BackupResult,
+    EngineDriver,
+    Placement,
+    TenantTarget,
+    VolumeDumpHooks,
+    get_engine,
+    volume_dump_hooks,
+)
+from cloner.errors import (
+    BackupError,
+    ImageError,
+    NotReady,
+    RuntimeFault,
+    RuntimeUnavailable,
+)
+from cloner.logging import get_logger
 
 if TYPE_CHECKING:
     from cloner.pipeline.context import Services
+
+log = get_logger(__name__)
 
 #: Names the request that created an embedded tenant's files (see ``EmbeddedHost.start``).
 REQUEST_MARKER = ".request"
@@ -76,6 +102,17 @@ class TenantHost(Protocol):
 
     async def remove_data(self, tenant_id: str) -> None:
         """Remove the tenant's data for good."""
+
+    async def data_request(self, tenant_id: str) -> str | None:
+        """The request that created the tenant's data (volume label, directory marker);
+        ``""`` when the data exists without that record, None when there is no data."""
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        """Compensation: remove what ``request_id`` created, nothing else; names removed.
+
+        Data of another request (a deprovisioned tenant's retained volume, an
+        earlier incarnation's files) is left where it is.
+        """
 
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """The placement's part of the isolation proof."""
@@ -132,11 +169,107 @@ class ContainerHost:
     async def has_data(self, tenant_id: str) -> bool:
         return await self.s.runtime.volume_exists(volume_name(tenant_id))
 
+    async def dump_volume(
+        self, tenant_id: str, dest: Path, *, engine: Engine | None = None,
+        request_id: str | None = None,
+    ) -> BackupResult:
+        """The engine's normal backup, taken from the kept volume of a tenant whose container
+        is gone; needs no registry row, credentials or network.
+
+        The engine comes from ``engine`` or else the volume's ``cloner.engine``
+        label (they must agree). A helper container of the engine's image is
+        started on the volume (``Runtime.start_volume_helper``: hardened like
+        the tenant container, no network, no port; refused while another
+        container uses the volume), its server is awaited and dumped over its
+        local socket (``VolumeDumpHooks``), and the helper is removed whatever
+        happens. The whole run is bounded by ``step_timeout_s``. Raises
+        ``BackupError`` saying why when no backup could be taken.
+        """
+        runtime = self.s.runtime
+        volume = volume_name(tenant_id)
+        info = await runtime.volume_info(volume)
+        if info is None:
+            raise BackupError(f"volume {volume} does not exist (or is not this install's)")
+        labelled = info.labels.get(constants.LABEL_ENGINE)
+        if engine is None:
+            if not labelled:
+                raise BackupError(f"volume {volume} has no {constants.LABEL_ENGINE} label")
+            engine = parse_engine(labelled)
+        elif labelled and labelled != engine.value:
+            raise BackupError(f"volume {volume} is labelled {labelled}, not {engine.value}")
+        driver = get_engine(engine)
+        hooks = volume_dump_hooks(driver)
+        if driver.placement is not Placement.CONTAINER or hooks is None:
+            raise BackupError(
+                f"the {engine.value} engine cannot back up a volume without its container"
+            )
+        name = constants.CONTAINER_PREFIX + tenant_id + constants.VOLUME_DUMP_SUFFIX
+        labels = {
+            constants.LABEL_TENANT: tenant_id, constants.LABEL_ENGINE: engine.value,
+            constants.LABEL_ROLE: constants.ROLE_VOLUME_DUMP,
+        }
+        if request_id is not None:
+            labels[constants.LABEL_REQUEST] = request_id
+        spec = hooks.volume_dump_spec(tenant_id, name, labels,
+                                      self.s.container_defaults(engine.value))
+        deadline_s = self.s.settings.step_timeout_s
+        log.info("volume_dump.start", tenant_id=tenant_id, volume=volume, container=name)
+        try:
+            async with asyncio.timeout(deadline_s):
+                await runtime.start_volume_helper(spec)
+                await self._await_helper(hooks, name)
+                result = await hooks.dump_local(runtime, name, tenant_id, dest)
+        except TimeoutError as exc:
+            raise BackupError(
+                f"backup from volume {volume} did not finish within {deadline_s:.0f}s"
+            ) from exc
+        except (RuntimeFault, RuntimeUnavailable, ImageError) as exc:
+            raise BackupError(f"backup from volume {volume} failed: {exc.message}") from exc
+        finally:
+            # Removing the helper also ends a dump still running in it (after a timeout).
+            await asyncio.shield(runtime.remove_container(name))
+        log.info("volume_dump.done", tenant_id=tenant_id, path=str(result.path),
+                 size_bytes=result.size_bytes)
+        return result
+
+    async def _await_helper(self, hooks: VolumeDumpHooks, name: str) -> None:
+        runtime = self.s.runtime
+        while True:
+            info = await runtime.inspect(name)
+            if info is None or not info.running:
+                logs = await runtime.logs_tail(name, 5)
+                tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
+                state = "gone" if info is None else info.status
+                raise BackupError(f"the server on the kept volume is {state}: {tail or '(no log)'}")
+            if await hooks.local_ready(runtime, name):
+                return
+            await asyncio.sleep(0.2)
+
     async def stop(self, tenant_id: str) -> None:
         await self.s.runtime.remove_container(container_name(tenant_id))
 
     async def remove_data(self, tenant_id: str) -> None:
         await self.s.runtime.remove_volume(volume_name(tenant_id))
+
+    async def data_request(self, tenant_id: str) -> str | None:
+        info = await self.s.runtime.volume_info(volume_name(tenant_id))
+        if info is None:
+            # Absent, or someone else's volume under our name: the runtime never touches it.
+            return None
+        return info.labels.get(constants.LABEL_REQUEST, "")
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        removed: list[str] = []
+        name = container_name(tenant_id)
+        info = await self.s.runtime.inspect(name)
+        if info is not None and info.labels.get(constants.LABEL_REQUEST) == request_id:
+            await self.s.runtime.remove_container(name)
+            removed.append(name)
+        volume = volume_name(tenant_id)
+        if await self.data_request(tenant_id) == request_id:
+            await self.s.runtime.remove_volume(volume)
+            removed.append(volume)
+        return removed
 
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """Published on the bind host only; alone on the isolated tenant network."""
@@ -233,6 +366,22 @@ class EmbeddedHost:
     async def remove_data(self, tenant_id: str) -> None:
         folder = self.tenant_dir(tenant_id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def data_request(self, tenant_id: str) -> str | None:
+        return await asyncio.to_thread(self._data_request, self.tenant_dir(tenant_id))
+
+    @staticmethod
+    def _data_request(folder: Path) -> str | None:
+        if not folder.is_dir():
+            return None
+        marker = folder / REQUEST_MARKER
+        return marker.read_text() if marker.is_file() else ""
+
+    async def remove_created(self, tenant_id: str, request_id: str) -> list[str]:
+        if await self.data_request(tenant_id) != request_id:
+            return []
+        await self.remove_data(tenant_id)
+        return [str(self.tenant_dir(tenant_id))]
 
     async def checks(self, target: TenantTarget) -> list[CheckResult]:
         """Private directory and file, inside this data directory, not a link elsewhere."""

@@ -10,9 +10,14 @@ changed: ``resolve`` re-verifies the backup file instead of resolving
 templates, and ``template`` loads the backup instead of applying templates.
 Everything else is what a new tenant gets, on purpose: new credentials
 (the enqueue cleared the old ones), a fresh container and volume (the new
-request id makes the runtime replace a deprovisioned tenant's stale volume,
-whose data the verified backup holds), RBAC re-granted on the restored
-tables, and a new isolation proof before the tenant is ``ready``.
+request id makes the runtime replace a deprovisioned tenant's kept volume,
+but only once the final backup that holds its data verifies again, right
+before ``start``), RBAC re-granted on the restored tables, and a new
+isolation proof before the tenant is ``ready``.
+
+A failed request is compensated by removing only what it created (the
+resources labelled with its request id): a restore that fails before
+``start`` leaves the kept volume exactly as it was.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import structlog
 
 from cloner import constants
-from cloner.backups import BackupInfo, verify_backup
+from cloner.backups import BackupInfo, final_backup_problem, verify_backup
 from cloner.catalog import ResolvedTemplates
 from cloner.controlplane import TenantUpdate
 from cloner.domain import (
@@ -63,7 +68,7 @@ from cloner.errors import (
 )
 from cloner.logging import REDACTOR, get_logger
 from cloner.pipeline.context import Services
-from cloner.pipeline.hosts import ContainerHost, Placing
+from cloner.pipeline.hosts import ContainerHost, Placing, TenantHost
 from cloner.pipeline.verify import prove_isolation
 from cloner.secrets import generate_credentials
 
@@ -270,9 +275,13 @@ class Provisioner:
             constants.LABEL_REQUEST: run.request.id,
             constants.LABEL_ENGINE: run.spec.engine.value,
             constants.LABEL_TEMPLATE_VERSION: run.spec.template_version,
+            constants.LABEL_INDUSTRY: run.spec.industry.value,
             constants.LABEL_ROLE: "tenant-database",
         }
-        hosted = await self.s.host(run.engine).start(Placing(
+        host = self.s.host(run.engine)
+        if run.restoring:
+            await self._check_replaceable(run, host)
+        hosted = await host.start(Placing(
             run.tenant_id, run.request.id, run.engine, run.credentials, labels
         ))
         run.endpoint = hosted.endpoint
@@ -284,6 +293,24 @@ class Provisioner:
             container_id=hosted.container_id, container_name=hosted.container_name,
             endpoint=run.endpoint,
         ))
+
+    async def _check_replaceable(self, run: ProvisionRun, host: TenantHost) -> None:
+        """Refuse to let ``start`` replace data of another request unless its final backup
+        verifies now: restoring replaces a kept volume, whose data then lives on only in
+        that backup (checked at enqueue too, but it may have rotted while queued)."""
+        owner = await host.data_request(run.tenant_id)
+        if owner is None or owner == run.request.id:
+            return
+        tenant = await self.s.control_plane.get_tenant(run.tenant_id)
+        problem = await asyncio.to_thread(
+            final_backup_problem, self.s.settings.backups_dir, run.tenant_id,
+            tenant.backup if tenant is not None else None,
+        )
+        if problem is not None:
+            raise InvalidBackup(
+                f"the kept data of {run.tenant_id} would be replaced and {problem}; "
+                "it is left as it is"
+            )
 
     async def _ready(self, run: ProvisionRun) -> None:
         assert run.engine is not None
@@ -356,19 +383,32 @@ class Provisioner:
 
     # ----------------------------------------------------------- compensation
 
-    async def compensate(self, tenant_id: str, engine: Engine | None = None) -> None:
-        """Remove what a failed request created (unless ``keep_failed``).
+    async def compensate(
+        self, tenant_id: str, request_id: str, engine: Engine | None = None,
+    ) -> dict[str, Any]:
+        """Remove what the failed request ``request_id`` created (unless ``keep_failed``).
 
+        Only resources that record this request as their creator go: the
+        container and volume labelled ``cloner.request=<request_id>``, the
+        embedded directory whose ``.request`` marker names it. Anything else
+        under the tenant's name (above all a deprovisioned tenant's retained
+        volume, which a restore failing before ``start`` never touched) stays.
         ``engine`` is the tenant's engine when known; without it (a request so
         malformed it never named one) only container resources can exist.
+        Returns what was removed and what was kept, for the tenant's history.
         """
-        if self.s.settings.keep_failed:
-            log.warning("provision.kept_failed_resources", tenant_id=tenant_id)
-            return
         driver = _driver_or_none(engine)
         host = self.s.host(driver) if driver is not None else ContainerHost(self.s)
-        await host.stop(tenant_id)
-        await host.remove_data(tenant_id)
+        if self.s.settings.keep_failed:
+            log.warning("provision.kept_failed_resources", tenant_id=tenant_id)
+            return {"removed": [], "kept_failed": True}
+        removed = await host.remove_created(tenant_id, request_id)
+        other = await host.data_request(tenant_id)
+        detail: dict[str, Any] = {"removed": removed}
+        if other is not None:
+            detail["kept_data_of_request"] = other or "unknown"
+        log.info("provision.compensated", tenant_id=tenant_id, **detail)
+        return detail
 
 
 def _driver_or_none(engine: Engine | None) -> EngineDriver | None:

@@ -122,6 +122,21 @@ class Runtime(Protocol):
     async def volume_exists(self, name: str) -> bool:
         """True if the volume exists."""
 
+    async def volume_info(self, name: str) -> VolumeInfo | None:
+        """The volume with its labels, if it exists and is ours."""
+
+    async def start_volume_helper(self, spec: ContainerSpec) -> ContainerInfo:
+        """Start a short-lived container on an existing volume of ours (e.g. to dump it).
+
+        Hardened like a tenant container (``spec``'s user, read-only root,
+        tmpfs, limits, no capabilities) but with no network at all, no
+        published port and no restart policy. Refuses (``RuntimeFault``) when
+        the volume is missing or not ours, or while any other container uses
+        it: two servers on one data directory would corrupt it. A leftover
+        helper of the same name (a crash mid-dump) is replaced. The caller
+        removes it with ``remove_container``.
+        """
+
     async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
         """Run ``cmd`` in the container, stream its stdout into ``dest``; bytes written."""
 

@@ -354,6 +354,95 @@ class DockerRuntime:
 
         return await self._run(exists)
 
+    async def volume_info(self, name: str) -> VolumeInfo | None:
+        """The volume and its labels, if it exists and is ours."""
+        def get() -> VolumeInfo | None:
+            try:
+                volume = self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                return None
+            labels = dict(volume.attrs.get("Labels") or {})
+            if not self._ours(labels):
+                return None
+            return VolumeInfo(volume.name, labels, _parse_time(volume.attrs.get("CreatedAt")))
+
+        return await self._run(get)
+
+    async def start_volume_helper(self, spec: ContainerSpec) -> ContainerInfo:
+        """See ``Runtime.start_volume_helper``."""
+        for key in spec.labels:
+            if not key.startswith(constants.LABEL_PREFIX):
+                raise RuntimeFault(f"label {key!r} is outside the cloner. namespace")
+        return await self._run(self._start_volume_helper, spec)
+
+    def _volume_users(self, volume: str, besides: str) -> list[str]:
+        users = self.client.containers.list(all=True, filters={"volume": volume})
+        return sorted(c.name or c.id or "?" for c in users if c.name != besides)
+
+    def _start_volume_helper(self, spec: ContainerSpec) -> ContainerInfo:
+        try:
+            volume = self.client.volumes.get(spec.volume_name)
+        except docker.errors.NotFound:
+            raise RuntimeFault(f"volume {spec.volume_name} does not exist") from None
+        if not self._ours(volume.attrs.get("Labels")):
+            raise RuntimeFault(
+                f"volume {spec.volume_name} exists but is not managed by this cloner install"
+            )
+        stale = self._get_container(spec.name)
+        if stale is not None:
+            role = spec.labels.get(constants.LABEL_ROLE)
+            if not self._ours(stale.labels) or stale.labels.get(constants.LABEL_ROLE) != role:
+                raise RuntimeFault(
+                    f"container {spec.name} exists and is not a {role} helper of this install"
+                )
+            stale.remove(force=True)  # left by a crash mid-dump: its process is ours to end
+        busy = self._volume_users(spec.volume_name, spec.name)
+        if busy:
+            raise RuntimeFault(
+                f"volume {spec.volume_name} is in use by {', '.join(busy)}; "
+                "a second server on the same data would corrupt it"
+            )
+        kwargs: dict[str, Any] = {
+            "name": spec.name,
+            "image": spec.image,
+            "command": list(spec.command) or None,
+            "environment": spec.env,
+            "labels": self._labels(spec.labels),
+            "user": spec.user,
+            "detach": True,
+            # No network at all: the dump runs over the server's local socket.
+            "network_mode": "none",
+            "volumes": {spec.volume_name: {"bind": spec.volume_mount, "mode": "rw"}},
+            "tmpfs": spec.tmpfs,
+            "read_only": spec.read_only,
+            "cap_drop": ["ALL"],
+            "cap_add": list(spec.cap_add) or None,
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": spec.memory_limit_bytes,
+            "memswap_limit": spec.memory_limit_bytes,
+            "nano_cpus": spec.nano_cpus,
+            "pids_limit": spec.pids_limit,
+            "restart_policy": {"Name": "no"},
+            "hostname": spec.name,
+        }
+        if spec.shm_size_bytes:
+            kwargs["shm_size"] = spec.shm_size_bytes
+        try:
+            container = self.client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(
+                f"image {spec.image} is not present; run 'cloner images ensure'"
+            ) from exc
+        # A tenant container created between the check and ours (the reconciler):
+        # back off rather than run two servers on one data directory.
+        busy = self._volume_users(spec.volume_name, spec.name)
+        if busy:
+            container.remove(force=True)
+            raise RuntimeFault(f"volume {spec.volume_name} came into use by {', '.join(busy)}")
+        container.start()
+        container.reload()
+        return self._info(container)
+
     # ------------------------------------------------------------------- exec
 
     async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:

@@ -105,8 +105,8 @@ async def test_lost_and_stopped_containers_come_back_with_their_data(docker_app:
     assert sample("cloner_runtime_up", {}) == 1
 
 
-async def test_orphan_container_and_volume_are_removed(docker_app: App) -> None:
-    """A container + volume of ours that no registry row wants: one pass (grace 0) removes both."""
+async def test_orphan_container_and_volume_are_quarantined(docker_app: App) -> None:
+    """A container + volume of ours that no registry row wants: reported, never removed."""
     app = docker_app
     driver = get_engine(Engine.POSTGRES)
     labels = {
@@ -129,14 +129,15 @@ async def test_orphan_container_and_volume_are_removed(docker_app: App) -> None:
     assert [v.name for v in owned.volume_info] == [volume_name("nobody")]
     assert all(v.created_at is not None for v in owned.volume_info)
 
-    # The default grace spares it; a zero grace does not.
-    assert (await Reconciler(app).reconcile_once()).of("orphan_removed") == ()
+    # Within the grace (from first sight) nothing is reported; after it, both are quarantined.
+    assert (await Reconciler(app).reconcile_once()).actions == ()
     eager = dataclasses.replace(
         app, settings=app.settings.model_copy(update={"orphan_grace_s": 0.0}))
     report = await Reconciler(eager).reconcile_once()
 
-    assert sorted(a.subject for a in report.of("orphan_removed")) == [
+    assert report.of("orphan_removed") == ()
+    assert sorted(a.subject for a in report.of("quarantined")) == [
         container_name("nobody"), volume_name("nobody")]
-    assert await app.runtime.inspect(container_name("nobody")) is None
-    assert not await app.runtime.volume_exists(volume_name("nobody"))
+    assert await app.runtime.inspect(container_name("nobody")) is not None
+    assert await app.runtime.volume_exists(volume_name("nobody"))
 

@@ -138,7 +138,7 @@ def test_alert_expressions_use_only_exported_metrics() -> None:
 
 
 def test_the_required_alerts_exist() -> None:
-    """Failure ratio, backlog age, tenant down, isolation, backup and reconcile are covered."""
+    """Failure ratio, backlog age, tenant down, isolation, backup, reconcile, orphans covered."""
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in alert_rules()}
 
     def alert_reading(*needles: str) -> str:
@@ -152,6 +152,7 @@ def test_the_required_alerts_exist() -> None:
     alert_reading('cloner_isolation_checks_total{outcome="failed"}', "increase(")
     alert_reading('cloner_backups_total{outcome="failure"}')
     alert_reading("time() - cloner_reconcile_last_success_timestamp_seconds >")
+    alert_reading("cloner_orphans > 0")
 
 
 # ------------------------------------------------------------------------- grafana

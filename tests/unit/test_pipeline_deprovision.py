@@ -11,9 +11,19 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from cloner.daemon.worker import Worker
-from cloner.domain import Request, RequestStatus, Status, Tenant, container_name, volume_name
-from cloner.errors import RuntimeFault
+from cloner.domain import (
+    Request,
+    RequestKind,
+    RequestStatus,
+    Status,
+    Tenant,
+    container_name,
+    volume_name,
+)
+from cloner.errors import InvalidTransition, RuntimeFault
 from cloner.tenants import TenantService
 from cloner.testing import DUMP_MAGIC
 from tests.unit.conftest import Env
@@ -79,13 +89,17 @@ async def test_purge_after_delete_removes_volume_without_a_new_backup(env: Env) 
 
 
 async def test_purge_is_refused_when_the_recorded_backup_is_gone(env: Env) -> None:
-    """Without the backup file on disk, purge fails and the volume is kept."""
+    """Without the backup file on disk, purge is refused when asked and by the worker
+    (a purge enqueued before the file went); the volume is kept."""
     await _ready_tenant(env)
     await _delete(env)
     backup = (await env.tenant()).backup
     assert backup is not None
     Path(backup["path"]).unlink()
-    request = await _delete(env, purge=True)
+    with pytest.raises(InvalidTransition, match="refusing to purge 'acme'"):
+        await TenantService(env.app).delete("acme", purge=True)
+    await env.app.control_plane.enqueue(None, RequestKind.DEPROVISION, "acme", {"purge": True})
+    request = await env.work_once()
 
     assert request.status is RequestStatus.FAILED
     assert request.attempts == 1

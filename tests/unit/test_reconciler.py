@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from cloner import constants
 from cloner.controlplane import TenantUpdate
-from cloner.daemon.reconciler import Reconciler, ReconcileReport, Resource, orphan_reason
+from cloner.daemon.reconciler import Reconciler, ReconcileReport, Resource, orphan_verdict
 from cloner.domain import (
     Engine,
     Industry,
@@ -48,46 +48,82 @@ def actions(fleet: Fleet, action: str) -> float:
 # ------------------------------------------------------------------ orphans
 
 
-async def test_orphan_older_than_grace_is_removed_container_first(fleet: Fleet) -> None:
-    """A container + volume with no registry row, older than the grace, are both removed."""
-    await fleet.stray("ghost")
-    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
-    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
+def age(reconciler: Reconciler, seconds: float) -> None:
+    """Pretend this reconciler first saw every resource ``seconds`` earlier."""
+    reconciler._first_seen = {k: v - seconds for k, v in reconciler._first_seen.items()}
 
+
+async def failed_leftovers(fleet: Fleet, tenant_id: str) -> str:
+    """A FAILED tenant whose compensation left its own container and volume behind."""
+    request = await TenantService(fleet.app).create(tenant_id, "postgres", "none")
+    await fleet.cp.update_tenant(tenant_id, TenantUpdate(status=Status.FAILED))
+    await fleet.claim()
+    await fleet.cp.fail(request.id, fleet.app.owner_id, "boom")
+    await fleet.stray(tenant_id, request_id=request.id)
+    return request.id
+
+
+async def test_unknown_resources_are_quarantined_never_removed(fleet: Fleet) -> None:
+    """No registry row: after the grace (from first sight) both are reported, neither removed."""
+    await fleet.stray("ghost")
+    # Created long ago (as after a control-plane restore): that alone makes nothing due.
+    fleet.runtime.backdate(container_name("ghost"), 100 * GRACE_S)
+    fleet.runtime.backdate(volume_name("ghost"), 100 * GRACE_S)
+    reconciler = Reconciler(fleet.app)
+
+    first = await reconciler.reconcile_once()
+    assert first.actions == ()
+    assert fleet.sample("cloner_orphans", kind="volume") == 0
+
+    age(reconciler, GRACE_S + 1)
     with capture_logs() as logs:
-        report = await Reconciler(fleet.app).reconcile_once()
+        report = await reconciler.reconcile_once()
+        again = await reconciler.reconcile_once()
 
     assert report.runtime_up
-    assert [a.subject for a in report.of("orphan_removed")] == [
+    assert [a.subject for a in report.of("quarantined")] == [
         container_name("ghost"), volume_name("ghost")]
-    assert fleet.runtime.containers == {} and fleet.runtime.volumes == {}
-    removals = [m for m, _ in fleet.runtime.calls if m in ("remove_container", "remove_volume")]
-    assert removals == ["remove_container", "remove_volume"]
-    assert actions(fleet, "orphan_removed") == 2
-    removed = [e for e in logs if e["event"] == "reconcile.orphan_removed"]
-    assert [e["tenant_id"] for e in removed] == ["ghost", "ghost"]
+    assert report.of("orphan_removed") == () and again.of("orphan_removed") == ()
+    assert container_name("ghost") in fleet.runtime.containers
+    assert volume_name("ghost") in fleet.runtime.volumes
+    assert fleet.runtime.called("remove_container") == []
+    assert fleet.runtime.called("remove_volume") == []
+    assert fleet.sample("cloner_orphans", kind="container") == 1
+    assert fleet.sample("cloner_orphans", kind="volume") == 1
+    # A standing quarantine is logged and counted once, not every pass.
+    assert actions(fleet, "quarantined") == 2
+    warned = [e for e in logs if e["event"] == "reconcile.quarantined"]
+    assert [(e["tenant_id"], e["log_level"]) for e in warned] == [("ghost", "warning")] * 2
     assert fleet.sample("cloner_reconcile_last_success_timestamp_seconds")
     assert fleet.sample("cloner_runtime_up") == 1
 
 
-async def test_orphan_younger_than_grace_is_kept(fleet: Fleet) -> None:
-    """A fresh leftover may belong to a worker about to register it: it waits out the grace."""
-    await fleet.stray("ghost")
-    fleet.runtime.backdate(container_name("ghost"), GRACE_S - 5)
-    fleet.runtime.backdate(volume_name("ghost"), GRACE_S - 5)
+async def test_failed_tenants_own_container_goes_after_grace_its_volume_stays(
+    fleet: Fleet,
+) -> None:
+    """A FAILED tenant's leftover container is removed; its volume is only quarantined."""
+    await failed_leftovers(fleet, "oops")
+    reconciler = Reconciler(fleet.app)
+    assert (await reconciler.reconcile_once()).actions == ()  # first sight: within grace
 
-    report = await Reconciler(fleet.app).reconcile_once()
+    age(reconciler, GRACE_S + 1)
+    report = await reconciler.reconcile_once()
 
-    assert report.of("orphan_removed") == ()
-    assert container_name("ghost") in fleet.runtime.containers
-    assert volume_name("ghost") in fleet.runtime.volumes
+    assert [a.subject for a in report.of("orphan_removed")] == [container_name("oops")]
+    assert [a.subject for a in report.of("quarantined")] == [volume_name("oops")]
+    assert fleet.runtime.containers == {}
+    assert volume_name("oops") in fleet.runtime.volumes
+    assert fleet.runtime.called("remove_volume") == []
+    assert fleet.sample("cloner_orphans", kind="volume") == 1
+    assert fleet.sample("cloner_orphans", kind="container") == 0
 
 
 async def test_registry_is_reread_before_deleting(fleet: Fleet, monkeypatch: Any) -> None:
-    """A tenant enqueued after the snapshot but before the delete keeps its resources."""
-    await fleet.stray("ghost")
-    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
-    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
+    """A tenant enqueued after the snapshot but before the delete keeps its container."""
+    await failed_leftovers(fleet, "ghost")
+    reconciler = Reconciler(fleet.app)
+    await reconciler.reconcile_once()
+    age(reconciler, GRACE_S + 1)
     original = fleet.cp.active_request
     created: list[Request] = []
 
@@ -99,11 +135,11 @@ async def test_registry_is_reread_before_deleting(fleet: Fleet, monkeypatch: Any
         return found
 
     monkeypatch.setattr(fleet.cp, "active_request", snapshot_then_signup)
-    report = await Reconciler(fleet.app).reconcile_once()
+    report = await reconciler.reconcile_once()
 
     assert created
     assert report.of("orphan_removed") == ()
-    assert len(report.of("orphan_spared")) == 2
+    assert [a.subject for a in report.of("orphan_spared")] == [container_name("ghost")]
     assert container_name("ghost") in fleet.runtime.containers
     assert volume_name("ghost") in fleet.runtime.volumes
     assert fleet.runtime.called("remove_container") == []
@@ -113,8 +149,10 @@ async def test_container_replaced_since_the_snapshot_is_spared(
     fleet: Fleet, monkeypatch: Any
 ) -> None:
     """The container is re-inspected: one with the same name but a new id is not removed."""
-    await fleet.stray("ghost")
-    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
+    await failed_leftovers(fleet, "ghost")
+    reconciler = Reconciler(fleet.app)
+    await reconciler.reconcile_once()
+    age(reconciler, GRACE_S + 1)
     original = fleet.runtime.inspect
 
     async def replaced(name: str) -> Any:
@@ -123,7 +161,7 @@ async def test_container_replaced_since_the_snapshot_is_spared(
         return await original(name) if info else None
 
     monkeypatch.setattr(fleet.runtime, "inspect", replaced)
-    report = await Reconciler(fleet.app).reconcile_once()
+    report = await reconciler.reconcile_once()
 
     assert [a.subject for a in report.of("orphan_spared")] == [container_name("ghost")]
     assert container_name("ghost") in fleet.runtime.containers
@@ -136,12 +174,14 @@ async def test_deprovisioned_tenant_keeps_its_volume_forever(fleet: Fleet) -> No
     assert (await fleet.tenant()).status is Status.DEPROVISIONED
     # A leftover container of the same request (e.g. a repair raced the delete).
     await fleet.stray("acme", request_id=tenant.request_id or "")
-    fleet.runtime.backdate(container_name("acme"), 10 * GRACE_S)
-    fleet.runtime.backdate(volume_name("acme"), 10 * GRACE_S)
+    reconciler = Reconciler(fleet.app)
+    await reconciler.reconcile_once()
+    age(reconciler, 10 * GRACE_S)
 
-    report = await Reconciler(fleet.app).reconcile_once()
+    report = await reconciler.reconcile_once()
 
     assert [a.subject for a in report.of("orphan_removed")] == [container_name("acme")]
+    assert report.of("quarantined") == ()
     assert volume_name("acme") in fleet.runtime.volumes
     assert fleet.runtime.called("remove_volume") == []
 
@@ -155,10 +195,11 @@ async def test_tenant_with_an_active_request_is_untouched(fleet: Fleet) -> None:
     # … and a signup whose worker created its container long ago, then stalled.
     request = await TenantService(fleet.app).create("busy", "postgres", "none")
     await fleet.stray("busy", request_id=request.id)
-    fleet.runtime.backdate(container_name("busy"), 10 * GRACE_S)
-    fleet.runtime.backdate(volume_name("busy"), 10 * GRACE_S)
+    reconciler = Reconciler(fleet.app)
+    await reconciler.reconcile_once()
+    age(reconciler, 10 * GRACE_S)
 
-    report = await Reconciler(fleet.app).reconcile_once()
+    report = await reconciler.reconcile_once()
 
     assert report.actions == ()
     assert container_name("busy") in fleet.runtime.containers
@@ -167,26 +208,30 @@ async def test_tenant_with_an_active_request_is_untouched(fleet: Fleet) -> None:
     assert fleet.runtime.called("ensure_container").count(container_name("leaving")) == 1
 
 
-async def test_failed_tenants_leftovers_are_orphans(fleet: Fleet) -> None:
-    """A FAILED tenant (compensation failed) loses its leftovers once they pass the grace."""
-    await fleet.stray("oops", request_id="r-1")
-    request = await TenantService(fleet.app).create("oops", "postgres", "none")
-    await fleet.cp.update_tenant("oops", TenantUpdate(status=Status.FAILED))
-    await fleet.claim()
-    await fleet.cp.fail(request.id, fleet.app.owner_id, "boom")
-    fleet.runtime.backdate(container_name("oops"), GRACE_S + 1)
-    fleet.runtime.backdate(volume_name("oops"), GRACE_S + 1)
+async def test_ready_tenant_of_another_incarnation_is_quarantined(fleet: Fleet) -> None:
+    """Resources whose request the READY row does not know (an older registry) stay put."""
+    await fleet.ready("acme")
+    labels_before = dict(fleet.runtime.volumes[volume_name("acme")])
+    # The registry was restored from a copy taken before the tenant was re-created: the
+    # row names request r-old, the live container and volume carry the newer request.
+    await fleet.cp.db.execute("UPDATE tenants SET request_id = 'r-old' WHERE tenant_id = 'acme'")
+    reconciler = Reconciler(fleet.app)
+    await reconciler.reconcile_once()
+    age(reconciler, GRACE_S + 1)
 
-    report = await Reconciler(fleet.app).reconcile_once()
+    report = await reconciler.reconcile_once()
 
-    assert len(report.of("orphan_removed")) == 2
-    assert fleet.runtime.volumes == {}
+    assert sorted(a.subject for a in report.of("quarantined")) == [
+        container_name("acme"), volume_name("acme")]
+    assert report.of("orphan_removed") == ()
+    assert fleet.runtime.volumes[volume_name("acme")] == labels_before
+    assert fleet.runtime.called("remove_volume") == []
 
 
 async def test_abandoned_provisioning_is_failed_and_cleaned(
     tmp_path: Path, engine: FakeEngine
 ) -> None:
-    """PROVISIONING with no active request: marked FAILED, its resources removed."""
+    """PROVISIONING with no active request: marked FAILED, its container removed, volume kept."""
     async with open_fleet(tmp_path, engine, orphan_grace_s=0) as fleet:
         request = await TenantService(fleet.app).create("stuck", "postgres", "none")
         claimed = await fleet.claim()
@@ -201,7 +246,8 @@ async def test_abandoned_provisioning_is_failed_and_cleaned(
         assert tenant.status is Status.FAILED
         assert tenant.error is not None and tenant.error["step"] == "reconcile"
         assert [a.tenant_id for a in report.of("abandoned")] == ["stuck"]
-        assert len(report.of("orphan_removed")) == 2
+        assert [a.subject for a in report.of("orphan_removed")] == [container_name("stuck")]
+        assert [a.subject for a in report.of("quarantined")] == [volume_name("stuck")]
         assert fleet.runtime.containers == {}
 
 
@@ -218,6 +264,7 @@ async def test_keep_failed_keeps_the_failed_requests_resources(
         report = await Reconciler(fleet.app).reconcile_once()
 
         assert report.of("orphan_removed") == ()
+        assert report.of("quarantined") == ()
         assert container_name("debug-me") in fleet.runtime.containers
 
 
@@ -236,44 +283,65 @@ def _resource(kind: str, request_id: str = "r1", **extra: str) -> Resource:
 _ACTIVE = Request("q", "t-1", RequestKind.PROVISION, {}, RequestStatus.QUEUED, 0, None,
                   datetime.now(UTC))
 
-
-#: (tenant status or None for no row, kind, request label, active request?, keep_failed, orphan?)
-Case = tuple[Status | None, str, str, bool, bool, bool]
+KEEP, REMOVE, QUARANTINE = "keep", "remove", "quarantine"
+#: (tenant status or None for no row, kind, request label, active request?, keep_failed, verdict)
+Case = tuple[Status | None, str, str, bool, bool, str]
 
 
 @pytest.mark.parametrize(
     "case",
     [
-        (None, "volume", "r1", False, False, True),             # no registry row
-        (Status.READY, "container", "r1", False, False, False),
-        (Status.READY, "volume", "r0", False, False, True),      # earlier incarnation
-        (Status.DEGRADED, "volume", "r1", False, False, False),
-        (Status.PROVISIONING, "container", "r1", True, False, False),
-        (Status.PROVISIONING, "container", "r1", False, False, True),
-        (Status.FAILED, "volume", "r1", False, False, True),
-        (Status.FAILED, "volume", "r1", False, True, False),    # keep_failed honoured
-        (Status.FAILED, "volume", "r0", False, True, True),
-        (Status.FAILED, "volume", "r1", True, False, False),    # re-create in flight
-        (Status.PURGED, "container", "r1", False, False, True),
-        (Status.DEPROVISIONING, "container", "r1", False, False, False),
-        (Status.DEPROVISIONED, "container", "r1", False, False, True),
-        (Status.DEPROVISIONED, "volume", "r1", False, False, False),  # retained data
-        (Status.DEPROVISIONED, "volume", "r0", False, False, False),
+        (None, "volume", "r1", False, False, QUARANTINE),        # no registry row
+        (None, "container", "r1", False, False, QUARANTINE),
+        (None, "volume", "r1", True, False, QUARANTINE),         # a request, no row: unknown
+        (Status.READY, "container", "r1", False, False, KEEP),
+        (Status.READY, "volume", "r0", False, False, QUARANTINE),  # another incarnation
+        (Status.READY, "container", "r0", False, False, QUARANTINE),
+        (Status.DEGRADED, "volume", "r1", False, False, KEEP),
+        (Status.PROVISIONING, "container", "r1", True, False, KEEP),
+        (Status.PROVISIONING, "container", "r1", False, False, REMOVE),
+        (Status.PROVISIONING, "volume", "r1", False, False, QUARANTINE),
+        (Status.FAILED, "container", "r1", False, False, REMOVE),
+        (Status.FAILED, "volume", "r1", False, False, QUARANTINE),
+        (Status.FAILED, "volume", "r1", False, True, KEEP),       # keep_failed honoured
+        (Status.FAILED, "volume", "r0", False, True, QUARANTINE),
+        (Status.FAILED, "container", "r0", False, False, QUARANTINE),  # e.g. a failed restore
+        (Status.FAILED, "volume", "r1", True, False, KEEP),       # re-create in flight
+        (Status.PURGED, "container", "r1", False, False, REMOVE),
+        (Status.PURGED, "volume", "r1", False, False, QUARANTINE),
+        (Status.DEPROVISIONING, "container", "r1", False, False, KEEP),
+        (Status.DEPROVISIONING, "volume", "r0", False, False, KEEP),
+        (Status.MIGRATING, "container", "r0", False, False, KEEP),
+        (Status.DEPROVISIONED, "container", "r1", False, False, REMOVE),
+        (Status.DEPROVISIONED, "volume", "r1", False, False, KEEP),   # retained data
+        (Status.DEPROVISIONED, "volume", "r0", False, False, QUARANTINE),
+        (Status.DEPROVISIONED, "container", "r0", False, False, QUARANTINE),
     ],
 )
 def test_orphan_rules(case: Case) -> None:
-    """The rule table of the module docstring, one row at a time."""
-    status, kind, request_id, active, keep_failed, orphan = case
+    """The rule table of the module docstring: a volume is never removed by the reconciler."""
+    status, kind, request_id, active, keep_failed, expected = case
     tenant = _tenant(status) if status is not None else None
-    reason = orphan_reason(_resource(kind, request_id), tenant, _ACTIVE if active else None,
-                           keep_failed=keep_failed)
-    assert (reason is not None) is orphan, reason
+    verdict = orphan_verdict(_resource(kind, request_id), tenant, _ACTIVE if active else None,
+                             keep_failed=keep_failed)
+    found = KEEP if verdict is None else QUARANTINE if verdict.quarantine else REMOVE
+    assert found == expected, verdict
+
+
+def test_volume_dump_helpers_are_left_to_the_backup_that_started_them() -> None:
+    """The backups' short-lived helper container is never an orphan, with or without a row."""
+    helper = Resource("container", "cloner-t-1.volume-dump",
+                      {constants.LABEL_TENANT: "t-1",
+                       constants.LABEL_ROLE: constants.ROLE_VOLUME_DUMP}, None)
+    assert orphan_verdict(helper, None, None, keep_failed=False) is None
+    assert orphan_verdict(helper, _tenant(Status.DEPROVISIONED), None, keep_failed=False) is None
 
 
 def test_scratch_servers_and_unlabelled_names() -> None:
-    """Scratch servers never have a row; a resource without a tenant label is named for one."""
+    """Scratch servers never have a row and are removable; names give the tenant id."""
     scratch = Resource("container", "cloner-validate-1", {constants.LABEL_ROLE: "scratch"}, None)
-    assert orphan_reason(scratch, None, None, keep_failed=False) is not None
+    verdict = orphan_verdict(scratch, None, None, keep_failed=False)
+    assert verdict is not None and not verdict.quarantine
     assert Resource("volume", volume_name("t-1"), {}, None).tenant_id == "t-1"
     assert Resource("container", container_name("t-1"), {}, None).tenant_id == "t-1"
     assert Resource("volume", "elsewhere", {}, None).tenant_id is None
@@ -457,8 +525,6 @@ async def test_run_passes_at_once_and_returns_when_stopped(
 ) -> None:
     """run() reconciles at startup (not after an interval) and returns once stop is set."""
     await fleet.stray("ghost")
-    fleet.runtime.backdate(container_name("ghost"), GRACE_S + 1)
-    fleet.runtime.backdate(volume_name("ghost"), GRACE_S + 1)
     reconciler = Reconciler(fleet.app)
     passed = asyncio.Event()
     original = reconciler.reconcile_once
@@ -474,4 +540,5 @@ async def test_run_passes_at_once_and_returns_when_stopped(
     await asyncio.wait_for(passed.wait(), 2)
     stop.set()
     await asyncio.wait_for(task, 2)
-    assert fleet.runtime.volumes == {}
+    # The pass ran at once: it has first seen the stray (its grace starts now).
+    assert sorted(kind for kind, _name in reconciler._first_seen) == ["container", "volume"]

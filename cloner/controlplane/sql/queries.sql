@@ -202,3 +202,36 @@ UPDATE tenants SET template_version = :version, previous_versions = :previous_ve
 SELECT engine, template_version, COUNT(*) AS n FROM tenants
  WHERE status IN ('ready', 'degraded', 'migrating')
  GROUP BY engine, template_version;
+
+-- name: get_install_identity
+SELECT install_id, origin, created_at FROM install_identity WHERE id = 1;
+
+-- name: claim_install_identity
+-- First writer wins: a second daemon binding the same empty control plane gets the first id.
+INSERT INTO install_identity (id, install_id, origin, created_at)
+VALUES (1, :install_id, :origin, :now)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: count_tenants
+SELECT COUNT(*) AS n FROM tenants;
+
+-- name: insert_orphan_decision
+INSERT INTO orphan_decisions (name, kind, tenant_id, decision, actor, reason, backup, at)
+VALUES (:name, :kind, :tenant_id, :decision, :actor, :reason, :backup, :now);
+
+-- name: list_orphan_decisions
+SELECT * FROM orphan_decisions ORDER BY id;
+
+-- name: adopt_tenant
+-- A tenant re-registered from a quarantined volume (cloner orphans adopt): deprovisioned, its
+-- request the one that created the volume, the backup just taken from it as its final one.
+INSERT INTO tenants (tenant_id, status, engine, industry, template_version, request_id,
+                     backup, attempts, created_at, updated_at)
+VALUES (:tenant_id, :status, :engine, :industry, :template_version, :request_id,
+        :backup, 0, :now, :now)
+ON CONFLICT (tenant_id) DO UPDATE SET
+    status = excluded.status, engine = excluded.engine, industry = excluded.industry,
+    template_version = excluded.template_version, request_id = excluded.request_id,
+    backup = excluded.backup, endpoint = NULL, container_id = NULL, container_name = NULL,
+    credentials = NULL, isolation = NULL, timings = '{}', error = NULL, attempts = 0,
+    previous_versions = '{}', rollout_id = NULL, updated_at = excluded.updated_at;
