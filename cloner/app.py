@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,13 @@ from cloner.metrics import Metrics
 from cloner.pipeline import Deprovisioner, Provisioner
 from cloner.pipeline.context import Services
 from cloner.runtime.docker import DockerRuntime
-from cloner.secrets import Vault, read_or_create
+from cloner.secrets import (
+    SecretsError,
+    Vault,
+    generate_token,
+    read_secret_file,
+    token_problem,
+)
 from cloner.settings import Settings
 
 
@@ -70,15 +75,15 @@ class App:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data_dir.chmod(0o700)
         settings.backups_dir.mkdir(exist_ok=True, mode=0o700)
-        secret_key = (
-            settings.secret_key.get_secret_value() if settings.secret_key
-            else read_or_create(data_dir / constants.SECRET_KEY_FILE, Vault.new_key())
+        vault = (
+            Vault(settings.secret_key.get_secret_value()) if settings.secret_key
+            else Vault.from_key_file(data_dir / constants.SECRET_KEY_FILE, create=True)
         )
+        # Fail closed: an empty, short or world-readable token stops the process here
+        # (Settings already refused a bad CLONER_ADMIN_TOKEN).
         admin_token = (
             settings.admin_token.get_secret_value() if settings.admin_token
-            else read_or_create(
-                data_dir / constants.ADMIN_TOKEN_FILE, secrets.token_urlsafe(32)
-            )
+            else admin_token_from_file(data_dir / constants.ADMIN_TOKEN_FILE)
         )
         if control_plane is None and not await asyncio.to_thread(
             _has_control_plane_file, settings.control_plane_path
@@ -97,7 +102,7 @@ class App:
         app = cls(
             settings=settings, control_plane=cp, runtime=runtime,
             catalog=Catalog(settings.templates_dir, settings.industry_templates_dir),
-            vault=Vault(secret_key), metrics=Metrics(), install_id=install_id,
+            vault=vault, metrics=Metrics(), install_id=install_id,
             admin_token=admin_token, owner_id=uuid.uuid4().hex,
         )
         try:
@@ -105,3 +110,15 @@ class App:
         finally:
             await runtime.close()
             await cp.close()
+
+
+def admin_token_from_file(path: Path) -> str:
+    """The admin token file's token, generated (256 bits) when absent; refused when unusable."""
+    token = read_secret_file(path, generate_token(), "admin token file")
+    problem = token_problem(token)
+    if problem:
+        raise SecretsError(
+            f"the admin token in {path} {problem}; delete the file to have a new one "
+            "generated, or set CLONER_ADMIN_TOKEN"
+        )
+    return token

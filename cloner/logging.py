@@ -2,8 +2,9 @@
 
 JSON when stderr is not a terminal, key=value console output when it is.
 Redaction is value-based (every password cloner generated is registered)
-plus patterns for DSNs and ``password=`` forms, and runs after exception
-formatting so tracebacks are covered too.
+plus patterns for DSNs and ``password=`` forms, reaches into nested dicts,
+lists and tuples, and runs after exception formatting so tracebacks are
+covered too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -27,21 +28,73 @@ _PATTERNS = (
 )
 
 
+#: Characters of every secret cloner generates (``token_urlsafe`` passwords, Fernet keys).
+_URLSAFE_RUN = re.compile(r"[A-Za-z0-9_=-]+")
+#: Nesting deeper than this is replaced whole rather than walked (cycles, hostile input).
+_MAX_DEPTH = 16
+#: structlog's own bookkeeping entries of stdlib records: objects, not log content.
+_STRUCTLOG_META = frozenset({"_record", "_from_structlog"})
+
+
 class Redactor:
-    """Replaces known secret values and secret-looking patterns in strings."""
+    """Replaces known secret values and secret-looking patterns in log values.
+
+    Known values made of URL-safe characters (all generated secrets) are found
+    by looking every window of each URL-safe run of the text up in a set per
+    secret length: the cost per log line depends on the line and on the few
+    distinct secret lengths, not on how many tenants (secrets) there are. Other
+    values (rare: operator-given) are scanned one by one.
+    """
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        # Copy-on-write snapshots: a log line never iterates a set another thread grows.
+        self._by_length: dict[int, frozenset[str]] = {}
+        self._others: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
         """Register secret values; any later log line containing one is redacted."""
+        fresh = [v for v in values if v and len(v) >= 8]
         with self._lock:
-            self._values.update(v for v in values if v and len(v) >= 8)
+            by_length = dict(self._by_length)
+            others = set(self._others)
+            for value in fresh:
+                if _URLSAFE_RUN.fullmatch(value):
+                    by_length[len(value)] = by_length.get(len(value), frozenset()) | {value}
+                else:
+                    others.add(value)
+            self._by_length, self._others = by_length, frozenset(others)
+
+    def _known_spans(self, text: str) -> list[tuple[int, int]]:
+        by_length = self._by_length
+        if not by_length:
+            return []
+        shortest = min(by_length)
+        spans: list[tuple[int, int]] = []
+        for run in _URLSAFE_RUN.finditer(text):
+            start, end = run.span()
+            if end - start < shortest:
+                continue
+            for length, values in by_length.items():
+                for i in range(start, end - length + 1):
+                    if text[i:i + length] in values:
+                        spans.append((i, i + length))
+        return spans
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret and secret pattern replaced."""
-        for value in self._values:
+        spans = self._known_spans(text)
+        if spans:
+            parts, last = [], 0
+            for start, end in sorted(spans):
+                if end <= last:
+                    continue
+                parts.append(text[last:max(start, last)])
+                parts.append(REDACTED)
+                last = end
+            parts.append(text[last:])
+            text = "".join(parts)
+        for value in self._others:
             if value in text:
                 text = text.replace(value, REDACTED)
         text = _PATTERNS[0].sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
@@ -49,14 +102,37 @@ class Redactor:
         text = _PATTERNS[2].sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
         return _PATTERNS[3].sub(lambda m: m.group(1) + REDACTED, text)
 
+    def redact_value(self, value: Any, depth: int = 0) -> Any:
+        """``value`` redacted all the way down: strings, exceptions, dicts, lists, tuples, sets.
+
+        Numbers, booleans and None pass as they are; any other object is logged as
+        its redacted ``str`` (its ``repr`` could hold a secret the renderer would print).
+        """
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if depth >= _MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, BaseException):
+            return self.redact(f"{type(value).__name__}: {value}")
+        if isinstance(value, Mapping):
+            return {
+                (self.redact(k) if isinstance(k, str) else k): self.redact_value(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            items = [self.redact_value(v, depth + 1) for v in value]
+            return items if isinstance(value, list | set | frozenset) else tuple(items)
+        return self.redact(str(value))
+
     def __call__(
         self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in list(event_dict.items()):
-            if isinstance(value, str):
-                event_dict[key] = self.redact(value)
-            elif isinstance(value, BaseException):
-                event_dict[key] = self.redact(f"{type(value).__name__}: {value}")
+            if key in _STRUCTLOG_META:
+                continue
+            event_dict[key] = self.redact_value(value)
         return event_dict
 
 

@@ -91,6 +91,79 @@ def read_or_create(path: Path, factory: str) -> str:
     return path.read_text().strip()
 
 
+def replace_private_file(path: Path, content: str) -> None:
+    """Replace ``path`` atomically with a 0600 file: readers see the old or the new text."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    # The rename itself must survive a crash, or a restart could find the old keys.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+#: Tokens shorter than this are refused (admin and metrics tokens, given or read).
+MIN_TOKEN_CHARS = 32
+#: Bytes of entropy in a generated token (``secrets.token_urlsafe``: 43 characters).
+GENERATED_TOKEN_BYTES = 32
+
+
+def generate_token() -> str:
+    """A fresh bearer token with 256 bits of entropy."""
+    return secrets.token_urlsafe(GENERATED_TOKEN_BYTES)
+
+
+def token_problem(value: str) -> str | None:
+    """Why ``value`` (already stripped) is not an acceptable bearer token, or None."""
+    if not value:
+        return "is empty"
+    if len(value) < MIN_TOKEN_CHARS:
+        return f"is too short ({len(value)} characters; at least {MIN_TOKEN_CHARS} are needed)"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "contains whitespace or control characters"
+    return None
+
+
+def read_secret_file(
+    path: Path, factory: str | None, what: str, *,
+    if_empty: str = "delete it to have a new one generated",
+) -> str:
+    """A private secret file's stripped content, created (0600) from ``factory`` when absent.
+
+    Fails closed (``SecretsError`` with the fix in the message) when the file is
+    readable or writable by group or others: its content may have leaked, so
+    cloner neither uses it silently nor repairs the mode behind the operator's back.
+    An empty file is corrupt, never an empty secret.
+    """
+    if factory is not None and not path.exists():
+        write_private_file(path, factory)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise SecretsError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SecretsError(
+            f"the {what} {path} is accessible by group or others (mode {mode & 0o777:04o}); "
+            f"run `chmod 600 {path}` and, if someone else may have read it, replace it"
+        )
+    if not text.strip():
+        raise SecretsError(
+            f"the {what} {path} is empty (corrupt); {if_empty}"
+        )
+    return text.strip()
+
+
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores, computed client-side (RFC 5802/7677).
 
@@ -109,21 +182,81 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     )
 
 
+def parse_keys(text: str) -> list[str]:
+    """Fernet keys from ``CLONER_SECRET_KEY`` or the key file, newest (the encrypting one) first.
+
+    Keys are separated by commas or newlines, so an old one-key file still reads.
+    """
+    return [k.strip() for line in text.splitlines() for k in line.split(",") if k.strip()]
+
+
+def key_id(key: str) -> str:
+    """A short fingerprint naming a key in output and events (reveals nothing of it)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+#: What to do about an empty or missing key file: a new key could not decrypt the registry.
+KEY_FILE_FIX = (
+    "restore it from a backup of the data dir (a new key cannot decrypt the stored "
+    "credentials), or set CLONER_SECRET_KEY"
+)
+
+
 class Vault:
     """Encrypts credentials for the registry with Fernet; the first key encrypts.
 
     ``CLONER_SECRET_KEY`` may hold several comma-separated keys: new tokens use
     the first, old tokens still decrypt with any (``MultiFernet`` rotation).
+    A vault read from the key file follows that file: ``cloner keys rotate``
+    rewrites it while daemons run, so the vault re-reads it when it changed
+    (checked before encrypting) and when a token decrypts with none of its keys.
     """
 
-    def __init__(self, keys: str) -> None:
+    def __init__(self, keys: str | list[str], *, key_file: Path | None = None) -> None:
+        self._key_file = key_file
+        self._stamp: tuple[int, int, int] | None = None
+        self._load(parse_keys(keys) if isinstance(keys, str) else keys)
+        if key_file is not None:
+            self._stamp = _file_stamp(key_file)
+
+    def _load(self, keys: list[str]) -> None:
         try:
-            fernets = [Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()]
+            fernets = [Fernet(k.encode()) for k in keys]
         except ValueError as exc:
             raise SecretsError("CLONER_SECRET_KEY is not a valid Fernet key") from exc
         if not fernets:
             raise SecretsError("CLONER_SECRET_KEY is empty")
+        self.keys = list(keys)
         self._fernet = MultiFernet(fernets)
+
+    @classmethod
+    def from_key_file(cls, path: Path, *, create: bool) -> Vault:
+        """The vault of a key file (one key per line, newest first), created when ``create``."""
+        factory = Fernet.generate_key().decode() + "\n" if create else None
+        if not create and not path.exists():
+            raise SecretsError(f"cannot read the secret key file {path}: it does not exist; "
+                               + KEY_FILE_FIX)
+        text = read_secret_file(path, factory, "secret key file", if_empty=KEY_FILE_FIX)
+        return cls(text, key_file=path)
+
+    @property
+    def key_file(self) -> Path | None:
+        """The key file this vault follows, or None (keys given by CLONER_SECRET_KEY)."""
+        return self._key_file
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the key file if it changed (or ``force``); True when the keys changed."""
+        if self._key_file is None:
+            return False
+        stamp = _file_stamp(self._key_file)
+        if not force and stamp == self._stamp:
+            return False
+        keys = parse_keys(read_secret_file(self._key_file, None, "secret key file",
+                                           if_empty=KEY_FILE_FIX))
+        changed = keys != self.keys
+        self._load(keys)
+        self._stamp = stamp
+        return changed
 
     @staticmethod
     def new_key() -> str:
@@ -131,7 +264,9 @@ class Vault:
         return Fernet.generate_key().decode()
 
     def encrypt(self, plaintext: str) -> str:
-        """Encrypt a string into a Fernet token."""
+        """Encrypt a string into a Fernet token (under the newest key of the key file)."""
+        # A rotation may have put a new key first: never encrypt under one being retired.
+        self.reload()
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
@@ -139,7 +274,18 @@ class Vault:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
+            # Re-encrypted by a rotation under a key this process has not read yet?
+            if self.reload(force=True):
+                return self.decrypt(token)
             raise SecretsError() from exc
+
+    def is_current(self, token: str) -> bool:
+        """Whether ``token`` decrypts with the first (encrypting) key alone."""
+        try:
+            Fernet(self.keys[0].encode()).decrypt(token.encode())
+        except InvalidToken:
+            return False
+        return True
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token under the primary key."""
@@ -160,3 +306,12 @@ class Vault:
             bootstrap_password=data["bootstrap_password"],
             roles={name: RoleCredential(**r) for name, r in data["roles"].items()},
         )
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or rewritten: inode, mtime, size."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

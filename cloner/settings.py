@@ -1,18 +1,27 @@
-"""All configuration, read once from ``CLONER_*`` environment variables (or a ``.env`` file).
+"""All configuration, read once from ``CLONER_*`` environment variables.
 
 One ``Settings`` object is built at the edge (CLI, daemon, tests) and passed
-down; nothing below reads the environment.
+down; nothing below reads the environment. A ``.env`` file is read only from
+the explicit path in ``CLONER_ENV_FILE`` (``load_settings``), never from the
+working directory: a CLI run in a directory someone else can write must not
+pick up their templates, Docker endpoint or keys.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloner import constants
+from cloner.secrets import token_problem
+
+#: Names the explicit ``.env`` file; read by ``load_settings`` only.
+ENV_FILE_VARIABLE = "CLONER_ENV_FILE"
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +34,7 @@ class Settings(BaseSettings):
     """cloner's settings; every field maps to ``CLONER_<FIELD>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CLONER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="CLONER_", env_file=None, extra="ignore", frozen=True
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -34,6 +43,8 @@ class Settings(BaseSettings):
     http_listen: str = "127.0.0.1:8080"
     admin_token: SecretStr | None = None
     secret_key: SecretStr | None = None
+    #: Bearer token ``/metrics`` requires when set (unset: /metrics is open, as before).
+    metrics_token: SecretStr | None = None
 
     templates_dir: Path = _REPO_ROOT / "templates"
     industry_templates_dir: Path = _REPO_ROOT / "industry_templates"
@@ -100,6 +111,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_audience: str = Field(default="cloner", min_length=1)
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    #: When set, every token must carry ``iss`` equal to it.
+    jwt_issuer: str | None = Field(default=None, min_length=1)
+    #: Longest accepted token lifetime: ``exp - iat`` and ``exp - now`` (plus leeway).
+    jwt_max_lifetime_s: float = Field(default=86_400.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -134,6 +149,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("admin_token", "metrics_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail closed: an empty or short token would let `Authorization: Bearer` through.
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        problem = token_problem(token)
+        if problem:
+            raise ValueError(f"the token {problem}; use e.g. `openssl rand -base64 32`")
+        return SecretStr(token)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -167,3 +194,20 @@ class Settings(BaseSettings):
             "mysql": self.mysql_image,
             "mongodb": self.mongo_image,
         }[engine]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """``Settings`` from the environment, plus the ``.env`` file ``CLONER_ENV_FILE`` names.
+
+    Without ``CLONER_ENV_FILE`` no ``.env`` file is read at all; a named file that
+    does not exist is an error rather than silently skipped. Environment
+    variables win over the file.
+    """
+    environ = os.environ if environ is None else environ
+    env_file = environ.get(ENV_FILE_VARIABLE, "").strip()
+    if not env_file:
+        return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    path = Path(env_file).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{ENV_FILE_VARIABLE}={env_file} is not a readable file")
+    return Settings(_env_file=path, **overrides)  # type: ignore[call-arg]

@@ -30,7 +30,7 @@ from cloner.domain import (
 )
 from cloner.errors import ClonerError, InvalidInput, TenantNotFound
 from cloner.logging import REDACTOR, configure_logging
-from cloner.settings import Settings
+from cloner.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from cloner.tenants import TenantService
@@ -50,11 +50,13 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        return load_settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         _fail(f"invalid setting CLONER_{where.upper()}: {first['msg']}", 2)
+    except ValueError as exc:  # CLONER_ENV_FILE names no file
+        _fail(str(exc), 2)
 
 
 def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
@@ -503,6 +505,42 @@ def user_remove(email: str, as_json: bool) -> None:
         _print_json(removed)
     else:
         click.echo(f"{removed['email']}: removed from {removed['tenant_id']}")
+
+
+# ----------------------------------------------------------------- keys
+
+
+@cli.group()
+def keys() -> None:
+    """The secret key that encrypts stored credentials."""
+
+
+@keys.command("rotate")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_rotate(as_json: bool) -> None:
+    """Put a new CLONER_SECRET_KEY first and re-encrypt every stored credential.
+
+    With the key file, the old key is removed at the end; an interrupted run
+    resumes when run again. With CLONER_SECRET_KEY=NEW,OLD, remove OLD afterwards.
+    """
+    from cloner.keys import rotate_keys
+
+    async def run(settings: Settings) -> dict[str, Any]:
+        async with App.open(settings) as app:
+            return (await rotate_keys(settings, app.control_plane)).as_dict()
+
+    report = _run(run)
+    if as_json:
+        _print_json(report)
+        return
+    click.echo(f"re-encrypted {report['reencrypted']} of {report['tenants']} tenants' "
+               f"credentials under key {report['key_id']}"
+               + (" (resumed an interrupted rotation)" if report["resumed"] else ""))
+    if report["source"] == "file":
+        click.echo(f"old keys removed from {report['key_file']}")
+    else:
+        click.echo("now remove every key but the first from CLONER_SECRET_KEY and restart "
+                   "cloner processes")
 
 
 # ----------------------------------------------------------------- backups

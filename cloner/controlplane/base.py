@@ -101,7 +101,8 @@ class ControlPlane(Protocol):
     ) -> Request:
         """Record a request and what it does to the tenant row, atomically.
 
-        A provisioning request creates (or re-creates) the row; a restore moves an
+        A provisioning request creates (or re-creates) the row; re-creating removes
+        the users of the previous incarnation (``users_removed`` event); a restore moves an
         existing row back to ``requested`` with ``spec`` (from the backup's
         manifest) and no credentials; other kinds need the row to exist.
         """
@@ -141,10 +142,25 @@ class ControlPlane(Protocol):
         """Registry rows, optionally by state."""
 
     async def update_tenant(self, tenant_id: str, update: TenantUpdate) -> Tenant:
-        """Apply an update; a status change is checked against the state machine."""
+        """Apply an update; a status change is checked against the state machine.
+
+        Moving to ``purged`` also removes the tenant's users in the same
+        transaction (a ``users_removed`` event lists them).
+        """
 
     async def credentials_token(self, tenant_id: str) -> str | None:
         """The encrypted credentials of a tenant."""
+
+    async def credentials_tokens(self) -> list[tuple[str, str]]:
+        """(tenant id, encrypted credentials) of every tenant that has some."""
+
+    async def replace_credentials_token(
+        self, tenant_id: str, old: str, new: str, detail: dict[str, Any]
+    ) -> bool:
+        """Compare-and-set a re-encrypted token; False when the stored one is not ``old``.
+
+        Recorded as a ``credentials_reencrypted`` event with ``detail``.
+        """
 
     async def registry_change_counter(self) -> int:
         """A number that changes whenever any tenant row is written (never goes back).

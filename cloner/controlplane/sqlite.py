@@ -206,6 +206,10 @@ class SQLiteControlPlane:
                         f"tenant {tenant_id!r} already exists (status {existing['status']}); "
                         "delete it first or choose another id"
                     )
+                if existing is not None:
+                    # A new incarnation of the id (after purge or failure) is a new
+                    # customer: users of the old one must not route to it.
+                    await self._drop_users(db, tenant_id, "recreated")
                 await db.execute(
                     QUERIES["insert_tenant"],
                     {
@@ -376,6 +380,9 @@ class SQLiteControlPlane:
             if update.event or update.status is not None:
                 kind = update.event or f"status_{update.status}"
                 await self._event(db, tenant_id, kind, update.event_detail)
+            if update.status is Status.PURGED:
+                # Same transaction as the status: a purged tenant never has users.
+                await self._drop_users(db, tenant_id, "purged")
             cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
             updated = await cursor.fetchone()
         assert updated is not None
@@ -385,6 +392,27 @@ class SQLiteControlPlane:
         """The encrypted credentials."""
         rows = await self._read("get_tenant", tenant_id=tenant_id)
         return rows[0]["credentials"] if rows else None
+
+    async def credentials_tokens(self) -> list[tuple[str, str]]:
+        """(tenant id, encrypted credentials) of every tenant that has some."""
+        rows = await self._read("list_credentials")
+        return [(r["tenant_id"], r["credentials"]) for r in rows]
+
+    async def replace_credentials_token(
+        self, tenant_id: str, old: str, new: str, detail: dict[str, Any]
+    ) -> bool:
+        """Swap ``old`` for ``new`` (re-encrypted, same content) unless the row moved on.
+
+        The registry change counter is not bumped: the credentials did not change.
+        """
+        async with self._write() as db:
+            cursor = await db.execute(
+                QUERIES["replace_credentials"], {"tenant_id": tenant_id, "old": old, "new": new}
+            )
+            if cursor.rowcount != 1:
+                return False
+            await self._event(db, tenant_id, "credentials_reencrypted", detail)
+        return True
 
     async def registry_change_counter(self) -> int:
         """Bumped by every tenant write; pools poll it to know when to re-read."""
@@ -412,6 +440,14 @@ class SQLiteControlPlane:
             {"tenant_id": tenant_id, "now": _now_iso(), "kind": kind,
              "detail": json.dumps(detail)},
         )
+
+    async def _drop_users(self, db: aiosqlite.Connection, tenant_id: str, reason: str) -> None:
+        cursor = await db.execute(QUERIES["list_users_of_tenant"], {"tenant_id": tenant_id})
+        emails = [row["email"] for row in await cursor.fetchall()]
+        if emails:
+            await db.execute(QUERIES["delete_users_of_tenant"], {"tenant_id": tenant_id})
+            await self._event(db, tenant_id, "users_removed",
+                              {"emails": emails, "reason": reason})
 
     # ---------------------------------------------------------------- daemons
 

@@ -1,7 +1,9 @@
 """HTTP surface of the daemon (Starlette, served by uvicorn inside the daemon's loop).
 
-``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json`` are open; every
-``/v1`` route needs the admin bearer token, compared in constant time.
+``/healthz``, ``/readyz`` and ``/openapi.json`` are open; ``/metrics`` needs
+``CLONER_METRICS_TOKEN`` as a bearer token when that is set; every ``/v1``
+route needs the admin bearer token. Tokens are compared in constant time, and
+an empty or short one stops the server from being built at all (fail closed).
 
 ``OPERATIONS`` is the single description of the API: the router is built from
 it and ``/openapi.json`` is generated from it plus the pydantic models of
@@ -64,6 +66,7 @@ from cloner.errors import (
 )
 from cloner.logging import get_logger
 from cloner.metrics import Metrics
+from cloner.secrets import SecretsError, token_problem
 from cloner.tenants import TenantService
 from cloner.users import EMAIL_MAX_LENGTH, EMAIL_PATTERN, normalize_email
 
@@ -151,6 +154,8 @@ class Operation:
     summary: str
     responses: Mapping[int, Reply]
     auth: bool = True
+    #: Guarded by ``CLONER_METRICS_TOKEN`` when that is set (``/metrics``).
+    metrics_auth: bool = False
     parameters: tuple[Param, ...] = ()
     body: type[BaseModel] | None = None
     body_required: bool = True
@@ -257,8 +262,13 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=(_TENANT_ID, _EMAIL), tags=("users",),
     ),
     Operation(
-        "metrics", "GET", "/metrics", "Prometheus metrics (text exposition format).",
-        {200: Reply("Metrics.", None, "text/plain")}, auth=False, tags=("operations",),
+        "metrics", "GET", "/metrics",
+        "Prometheus metrics (text exposition format); needs CLONER_METRICS_TOKEN as a bearer "
+        "token when that is set.",
+        {200: Reply("Metrics.", None, "text/plain"),
+         401: _problem_reply("CLONER_METRICS_TOKEN is set and the bearer token is missing or "
+                             "wrong.")},
+        auth=False, metrics_auth=True, tags=("operations",),
     ),
     Operation(
         "healthz", "GET", "/healthz", "Liveness: the process serves HTTP.",
@@ -297,7 +307,9 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     }
     doc = {
         "operationId": op.operation_id, "summary": op.summary, "tags": list(op.tags),
-        "security": [{"bearer": []}] if op.auth else [],
+        # The metrics token is optional: either it or nothing, depending on configuration.
+        "security": ([{"bearer": []}] if op.auth
+                     else [{"metricsBearer": []}, {}] if op.metrics_auth else []),
         "responses": responses,
     }
     if op.parameters:
@@ -340,6 +352,9 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
                 "description": "The admin token (CLONER_ADMIN_TOKEN or <data dir>/admin.token).",
+            }, "metricsBearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "CLONER_METRICS_TOKEN, when set.",
             }},
         },
     }
@@ -683,12 +698,20 @@ def _reason(status: int) -> str:
 def build_http_app(app: App) -> Starlette:
     """The ASGI app for one cloner ``App``."""
     handlers = _Handlers(app)
+    # Settings and App.open refuse these already; an App built any other way must not
+    # serve /v1 behind an empty token (`Authorization: Bearer` would match it).
+    problem_ = token_problem(app.admin_token)
+    if problem_:
+        raise SecretsError(f"the admin token {problem_}; refusing to serve the API")
     token = app.admin_token.encode()
+    metrics_secret = app.settings.metrics_token
+    metrics_token = metrics_secret.get_secret_value().encode() if metrics_secret else None
     tables: dict[str, dict[str, Handler]] = {}
     for op in OPERATIONS:
         handler: Handler = getattr(handlers, op.operation_id)
         table = tables.setdefault(op.path, {})
-        table[op.method] = _guarded(handler, token if op.auth else None)
+        guard = token if op.auth else metrics_token if op.metrics_auth else None
+        table[op.method] = _guarded(handler, guard)
         if op.method == "GET":
             table["HEAD"] = table["GET"]
     routes: list[BaseRoute] = [

@@ -43,7 +43,7 @@ from cloner.pools.errors import (
     TenantNotFound,
     TenantUnavailable,
 )
-from cloner.secrets import TENANT_ROLES, Vault
+from cloner.secrets import TENANT_ROLES, SecretsError, Vault
 from cloner.settings import Settings
 
 log = get_logger(__name__)
@@ -144,7 +144,7 @@ class TenantPools:
         secret key (``CLONER_SECRET_KEY`` or the key file in the data dir; it is
         never created here: a new key could not decrypt the registry).
         """
-        vault = Vault(_secret_key(settings))
+        vault = _vault(settings)
         control_plane = SQLiteControlPlane(settings.control_plane_path)
         await control_plane.open()
         pools = cls(settings, control_plane, vault, pool_factory=pool_factory)
@@ -497,14 +497,15 @@ def _factories(
     return factories
 
 
-def _secret_key(settings: Settings) -> str:
+def _vault(settings: Settings) -> Vault:
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
+        return Vault(settings.secret_key.get_secret_value())
     path = settings.data_dir / constants.SECRET_KEY_FILE
     try:
-        return path.read_text().strip()
-    except OSError as exc:
+        # Following the file: `cloner keys rotate` may re-encrypt under a new key meanwhile.
+        return Vault.from_key_file(path, create=False)
+    except SecretsError as exc:
         raise ClonerError(
-            f"cannot read the secret key {path}: {exc.strerror}; hint: set CLONER_SECRET_KEY "
-            "or point CLONER_DATA_DIR at the daemon's data dir"
+            f"{exc.message}; hint: set CLONER_SECRET_KEY or point CLONER_DATA_DIR at the "
+            "daemon's data dir"
         ) from exc

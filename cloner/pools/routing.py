@@ -14,13 +14,23 @@ Security decisions, each deliberate:
   ``CLONER_JWT_SECRET`` or RS256 with ``CLONER_JWT_PUBLIC_KEY``), never read
   from the token's header: ``alg: none`` and the HS256-with-the-public-key
   confusion are refused by construction.
-- ``exp`` and ``aud`` are required, not merely checked when present.
+- ``exp`` and ``aud`` are required, not merely checked when present; with
+  ``CLONER_JWT_ISSUER`` set, ``iss`` is too. A token may not live longer than
+  ``CLONER_JWT_MAX_LIFETIME_S``: neither ``exp - iat`` nor ``exp - now`` may
+  exceed it (plus the leeway), so a token minted to expire in 2100 is refused.
+- The ``email`` claim is matched against the users table only in its canonical
+  form: a claim that NFKC normalisation would change (the Kelvin sign, full-width
+  letters, ligatures) is refused, and so is any non-ASCII address, before any
+  case folding; ``str.lower`` and NFKC both map some look-alikes onto ASCII
+  letters, which would let one user's token route as another user.
 - Refusals are ``AccessDenied`` naming the failed check only: no token, key or
   claim the caller could not already see is put in a message or a log line.
 """
 
 from __future__ import annotations
 
+import time
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -35,7 +45,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cloner.errors import AccessDenied, InvalidInput
 from cloner.logging import get_logger
 from cloner.settings import Settings
-from cloner.users import User
+from cloner.users import User, normalize_email
 
 log = get_logger(__name__)
 
@@ -78,7 +88,7 @@ class TokenVerifier:
 
     def __init__(
         self, key: bytes | RSAPublicKey, algorithm: Algorithm, *, audience: str,
-        leeway_s: float,
+        leeway_s: float, issuer: str | None = None, max_lifetime_s: float | None = None,
     ) -> None:
         if algorithm == "HS256" and not (
             isinstance(key, bytes) and len(key) >= MIN_HMAC_SECRET_BYTES
@@ -93,6 +103,8 @@ class TokenVerifier:
         self.algorithm: Algorithm = algorithm
         self.audience = audience
         self.leeway_s = leeway_s
+        self.issuer = issuer
+        self.max_lifetime_s = max_lifetime_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -104,28 +116,32 @@ class TokenVerifier:
                 "CLONER_JWT_PUBLIC_KEY (RS256); "
                 + ("both are set" if secret is not None else "neither is set")
             )
-        audience, leeway_s = settings.jwt_audience, settings.jwt_leeway_s
+        checks: dict[str, Any] = {
+            "audience": settings.jwt_audience, "leeway_s": settings.jwt_leeway_s,
+            "issuer": settings.jwt_issuer, "max_lifetime_s": settings.jwt_max_lifetime_s,
+        }
         if secret is not None:
-            return cls(secret.get_secret_value().encode(), "HS256", audience=audience,
-                       leeway_s=leeway_s)
+            return cls(secret.get_secret_value().encode(), "HS256", **checks)
         assert public_key is not None
-        return cls(_load_rsa_public_key(public_key), "RS256", audience=audience,
-                   leeway_s=leeway_s)
+        return cls(_load_rsa_public_key(public_key), "RS256", **checks)
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; ``AccessDenied`` naming the failed check otherwise."""
+        required = [*REQUIRED_CLAIMS, *(["iss"] if self.issuer is not None else [])]
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=[self.algorithm], audience=self.audience,
-                leeway=self.leeway_s,
-                options={"require": list(REQUIRED_CLAIMS), "verify_signature": True,
-                         "verify_exp": True, "verify_aud": True,
-                         "enforce_minimum_key_length": True},
+                issuer=self.issuer, leeway=self.leeway_s,
+                options={"require": required, "verify_signature": True,
+                         "verify_exp": True, "verify_aud": True, "verify_iss": True,
+                         "verify_iat": True, "enforce_minimum_key_length": True},
             )
         except jwt.ExpiredSignatureError:
             raise _denied("token expired") from None
         except jwt.InvalidAudienceError:
             raise _denied(f"token audience is not {self.audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise _denied(f"token issuer is not {self.issuer!r}") from None
         except jwt.InvalidAlgorithmError:
             raise _denied(f"token algorithm is not the configured {self.algorithm}") from None
         except jwt.MissingRequiredClaimError as exc:
@@ -136,10 +152,42 @@ class TokenVerifier:
             # Bad signature, malformed token, unusable header: one answer for all of them,
             # so the refusal says nothing about how close a forgery came.
             raise _denied("token signature or format is invalid") from None
+        self._check_lifetime(claims)
         email, tenant_id = claims.get("email"), claims.get("tenant_id")
         if not isinstance(email, str) or not isinstance(tenant_id, str):
             raise _denied("token claims email and tenant_id must be strings")
-        return TokenClaims(email=email.lower(), tenant_id=tenant_id)
+        return TokenClaims(email=_canonical_email(email), tenant_id=tenant_id)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse a token valid for longer than ``max_lifetime_s`` (``exp`` is verified)."""
+        if self.max_lifetime_s is None:
+            return
+        limit = self.max_lifetime_s + self.leeway_s
+        try:  # PyJWT accepted them as integers, but may have done so from strings
+            exp = float(claims["exp"])
+            iat = float(claims["iat"]) if "iat" in claims else None
+        except (TypeError, ValueError):
+            raise _denied("token exp and iat must be numbers") from None
+        if iat is not None and exp - iat > limit:
+            raise _denied(f"token lifetime exceeds {self.max_lifetime_s:.0f}s (exp - iat)")
+        if exp - time.time() > limit:
+            raise _denied(f"token lifetime exceeds {self.max_lifetime_s:.0f}s (exp too far "
+                          "in the future)")
+
+
+def _canonical_email(claim: str) -> str:
+    """The users-table form of a token's email claim; ``AccessDenied`` for a look-alike.
+
+    NFKC first only as a check: a claim it would change holds compatibility
+    characters (the Kelvin sign folds onto ``K``) and is refused, never folded.
+    Then ``normalize_email`` refuses non-ASCII before it lowercases.
+    """
+    if unicodedata.normalize("NFKC", claim) != claim:
+        raise _denied("token email contains compatibility (look-alike) characters")
+    try:
+        return normalize_email(claim)
+    except InvalidInput:
+        raise _denied("token email is not a plain ASCII address") from None
 
 
 def _denied(reason: str) -> AccessDenied:

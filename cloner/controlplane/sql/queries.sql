@@ -235,3 +235,15 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     backup = excluded.backup, endpoint = NULL, container_id = NULL, container_name = NULL,
     credentials = NULL, isolation = NULL, timings = '{}', error = NULL, attempts = 0,
     previous_versions = '{}', rollout_id = NULL, updated_at = excluded.updated_at;
+
+-- name: delete_users_of_tenant
+-- Purge and re-creation: a tenant id's next incarnation starts with no users.
+DELETE FROM users WHERE tenant_id = :tenant_id;
+
+-- name: list_credentials
+SELECT tenant_id, credentials FROM tenants WHERE credentials IS NOT NULL ORDER BY tenant_id;
+
+-- name: replace_credentials
+-- Compare-and-set: a concurrent writer (a worker storing new credentials) always wins.
+UPDATE tenants SET credentials = :new
+ WHERE tenant_id = :tenant_id AND credentials = :old;
