@@ -85,12 +85,15 @@ class Redactor:
         """``text`` with every known secret and secret pattern replaced."""
         spans = self._known_spans(text)
         if spans:
-            parts, last = [], 0
+            merged: list[list[int]] = []
             for start, end in sorted(spans):
-                if end <= last:
-                    continue
-                parts.append(text[last:max(start, last)])
-                parts.append(REDACTED)
+                if merged and start < merged[-1][1]:  # overlapping: one redaction
+                    merged[-1][1] = max(merged[-1][1], end)
+                else:
+                    merged.append([start, end])
+            parts, last = [], 0
+            for start, end in merged:
+                parts += [text[last:start], REDACTED]
                 last = end
             parts.append(text[last:])
             text = "".join(parts)

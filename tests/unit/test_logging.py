@@ -164,3 +164,77 @@ def test_level_filter_drops_debug_events(log_stream: io.StringIO) -> None:
     log.debug("noisy")
     log.info("useful")
     assert [e["event"] for e in _events(log_stream)] == ["useful"]
+
+
+# ---------------------------------------------------------------- nested values (L12, L11)
+
+
+def test_nested_values_are_redacted() -> None:
+    """L12: secrets inside dicts, lists, tuples and sets are redacted at any depth."""
+    redactor = Redactor()
+    secret, other = generate_password(), "not url safe secret!"
+    redactor.add([secret, other])
+    event: dict[str, Any] = {
+        "event": "x", "count": 3, "ok": True, "none": None,
+        "detail": {"roles": [{"password": secret}], "dsn": f"postgresql://u:{secret}@h/db"},
+        "args": (f"pw {secret}", ["deeper", {"k": other}]),
+        "tags": {secret},
+    }
+    out = redactor(None, "info", event)
+    rendered = json.dumps(out, default=str)
+    assert secret not in rendered and other not in rendered
+    assert out["count"] == 3 and out["ok"] is True and out["none"] is None
+    assert out["detail"]["roles"] == [{"password": REDACTED}]
+    assert out["args"][0] == f"pw {REDACTED}"
+    assert isinstance(out["args"], tuple)
+
+
+def test_objects_are_logged_as_redacted_text() -> None:
+    """An arbitrary object (whose repr could hold a secret) is rendered as redacted str."""
+    redactor = Redactor()
+    secret = generate_password()
+    redactor.add([secret])
+
+    class Holder:
+        def __str__(self) -> str:
+            return f"Holder({secret})"
+
+    out = redactor(None, "info", {"event": "x", "obj": Holder()})
+    assert out["obj"] == f"Holder({REDACTED})"
+
+
+def test_json_log_redacts_nested_secret(log_stream: io.StringIO) -> None:
+    """End to end through structlog: a secret nested in a dict never reaches the line."""
+    configure_logging(level="info", fmt="json", stream=log_stream)
+    secret = generate_password()
+    REDACTOR.add([secret])
+    get_logger("t").info("nested", detail={"creds": [secret]})
+    line = log_stream.getvalue()
+    assert secret not in line
+    assert json.loads(line.splitlines()[-1])["detail"] == {"creds": [REDACTED]}
+
+
+def test_secret_inside_a_longer_token_run_is_found() -> None:
+    """Registered values are found inside longer URL-safe runs and overlapping ones merge."""
+    redactor = Redactor()
+    a, b = generate_password(), generate_password()
+    redactor.add([a, b, a[5:] + "zzzzz"])
+    assert redactor.redact(f"x_{a}_y") == f"x_{REDACTED}_y"
+    assert redactor.redact(f"{a}{b}") == REDACTED + REDACTED
+    assert redactor.redact(a + "zzzzz") == REDACTED
+
+
+def test_redaction_cost_does_not_grow_with_the_number_of_secrets() -> None:
+    """L11: one line is checked by lookups per secret length, not one scan per secret."""
+    few, many = Redactor(), Redactor()
+    probe = generate_password()
+    few.add([probe])
+    many.add([probe, *(generate_password() for _ in range(20_000))])
+    line = f"connected with {probe} and some text " * 4
+    import timeit
+
+    t_few = min(timeit.repeat(lambda: few.redact(line), number=200, repeat=3))
+    t_many = min(timeit.repeat(lambda: many.redact(line), number=200, repeat=3))
+    assert many.redact(line).count(REDACTED) == 4
+    # 20 000 times the secrets must not cost anywhere near 20 000 times the time.
+    assert t_many < t_few * 5 + 0.01

@@ -267,3 +267,71 @@ def test_non_rsa_public_key_is_refused(tmp_path: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(InvalidInput, match="not an RSA public key"):
         TokenVerifier.from_settings(settings(tmp_path, jwt_public_key=pem.decode()))
+
+
+# ------------------------------------------------------- M5/L4: canonical emails, iss, lifetime
+
+
+@pytest.mark.parametrize("email", [
+    "\u212aaren@acme.com",  # Kelvin sign: lower() and NFKC both make it "k"
+    "mem@acme.co\u1d0d",  # small capital M
+    "\uff4dem@acme.com",  # full-width m
+    "mem@acme.\u0441om",  # Cyrillic es
+    "m\u0065\u0301m@acme.com",  # combining accent
+])
+async def test_look_alike_emails_never_route_as_another_user(
+    cp: SQLiteControlPlane, verifier: TokenVerifier, email: str,
+) -> None:
+    """M5: a signed token for a homoglyph of a registered email is refused, not folded."""
+    await cp.add_user("karen@acme.com", "acme", "admin")
+    pools = FakePools()
+    with pytest.raises(AccessDenied, match=r"look-alike|plain ASCII"):
+        await _route(pools, cp, verifier, hs256(email=email))
+    assert pools.acquired == []
+
+
+async def test_upper_case_ascii_email_still_routes(cp: SQLiteControlPlane,
+                                                  verifier: TokenVerifier) -> None:
+    """Plain ASCII case differences are folded as before (MEM@ACME.COM is mem@acme.com)."""
+    assert await _route(FakePools(), cp, verifier, hs256(email="MEM@Acme.COM")) == (
+        "acme", "app")
+
+
+async def test_issuer_is_required_when_configured(tmp_path: Path,
+                                                  cp: SQLiteControlPlane) -> None:
+    """L4: with CLONER_JWT_ISSUER, a token without iss or with another iss is refused."""
+    verifier = TokenVerifier.from_settings(settings(
+        tmp_path, jwt_secret=SecretStr(SECRET), jwt_issuer="https://idp.example"))
+    assert await _route(FakePools(), cp, verifier,
+                        hs256(iss="https://idp.example")) == ("acme", "app")
+    with pytest.raises(AccessDenied, match="'iss'"):
+        await _route(FakePools(), cp, verifier, hs256())
+    with pytest.raises(AccessDenied, match="issuer is not"):
+        await _route(FakePools(), cp, verifier, hs256(iss="https://evil.example"))
+
+
+@pytest.mark.parametrize(("token_claims", "reason"), [
+    ({"exp": 4_102_444_800, "iat": None}, r"exp too far"),  # 2100, without iat
+    ({"exp": 4_102_444_800, "iat": int(time.time())}, r"exp - iat"),
+    ({"iat": int(time.time()) - 2 * 86_400, "exp": int(time.time()) + 60}, r"exp - iat"),
+    ({"iat": "soon"}, r"signature or format|must be"),
+])
+async def test_token_lifetime_is_bounded(
+    cp: SQLiteControlPlane, verifier: TokenVerifier, token_claims: dict[str, Any], reason: str,
+) -> None:
+    """L4: tokens living longer than CLONER_JWT_MAX_LIFETIME_S (default one day) are refused."""
+    pools = FakePools()
+    with pytest.raises(AccessDenied, match=reason):
+        await _route(pools, cp, verifier, hs256(**token_claims))
+    assert pools.acquired == []
+
+
+async def test_max_lifetime_setting_is_applied(tmp_path: Path, cp: SQLiteControlPlane) -> None:
+    """A 10-minute token passes the default and fails a 5-minute maximum."""
+    token = hs256(exp=int(time.time()) + 600, iat=int(time.time()))
+    default = TokenVerifier.from_settings(settings(tmp_path, jwt_secret=SecretStr(SECRET)))
+    short = TokenVerifier.from_settings(settings(tmp_path, jwt_secret=SecretStr(SECRET),
+                                                 jwt_max_lifetime_s=300, jwt_leeway_s=0))
+    assert await _route(FakePools(), cp, default, token) == ("acme", "app")
+    with pytest.raises(AccessDenied, match="lifetime exceeds 300s"):
+        await _route(FakePools(), cp, short, token)
