@@ -77,9 +77,11 @@ async def test_keys_rotate_keeps_a_real_tenant_usable(docker_app: App) -> None:
     assert {r: v["password"] for r, v in roles.items()} == {
         r: c.password for r, c in creds.roles.items()}
 
-    async with TenantPools.open(docker_app.settings) as pools_after:
-        async with pools_after.acquire(TENANT, role="app") as conn:
-            assert await conn.fetchval("SELECT current_user") == creds.roles["app"].username
+    async with (
+        TenantPools.open(docker_app.settings) as pools_after,
+        pools_after.acquire(TENANT, role="app") as conn,
+    ):
+        assert await conn.fetchval("SELECT current_user") == creds.roles["app"].username
 
     tenant = await docker_app.control_plane.get_tenant(TENANT)
     assert tenant is not None and tenant.endpoint is not None

@@ -95,25 +95,18 @@ def test_serve_refuses_an_empty_or_short_admin_token_file(tmp_path: Path, conten
     assert "delete the file to have a new one generated" in line or "delete it" in line
 
 
-async def test_generated_admin_token_has_256_bits(tmp_path: Path) -> None:
-    """A fresh data dir gets an admin token of 32 random bytes (43 URL-safe characters)."""
-    settings = unit_settings(tmp_path)
-    async with App.open(settings) as app:
-        token = app.admin_token
-    assert len(token) == 43
-    stored = settings.data_dir / constants.ADMIN_TOKEN_FILE
-    assert stored.read_text().strip() == token
-    assert stored.stat().st_mode & 0o777 == 0o600
-
-
 @pytest.mark.parametrize("name", [constants.ADMIN_TOKEN_FILE, constants.SECRET_KEY_FILE])
 async def test_group_or_other_readable_secret_files_are_refused(tmp_path: Path,
                                                                 name: str) -> None:
     """L16: a key or token file others can read stops App.open; the mode is not fixed silently."""
     settings = unit_settings(tmp_path)
-    async with App.open(settings):
-        pass
+    async with App.open(settings) as app:
+        token = app.admin_token
+    # Generated: 32 random bytes (43 URL-safe characters), private from the start.
+    assert len(token) == 43
+    assert (settings.data_dir / constants.ADMIN_TOKEN_FILE).read_text().strip() == token
     path = settings.data_dir / name
+    assert path.stat().st_mode & 0o777 == 0o600
     path.chmod(0o640)
     with pytest.raises(SecretsError, match=r"chmod 600") as caught:
         async with App.open(settings):
@@ -188,12 +181,17 @@ async def test_metrics_with_the_token_and_other_open_routes(
     assert v1.status_code == 401
 
 
-async def test_metrics_stays_open_without_a_metrics_token(tmp_path: Path) -> None:
-    """Unset CLONER_METRICS_TOKEN keeps today's behaviour (an open /metrics)."""
+async def test_metrics_token_is_optional_and_documented(tmp_path: Path) -> None:
+    """Unset CLONER_METRICS_TOKEN keeps /metrics open; OpenAPI documents the optional token."""
     async with open_fake_app(unit_settings(tmp_path)) as app:
         transport = httpx.ASGITransport(app=build_http_app(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://cloner") as client:
             assert (await client.get("/metrics")).status_code == 200
+            document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/metrics"]["get"]
+    assert operation["security"] == [{"metricsBearer": []}, {}]
+    assert "401" in operation["responses"]
+    assert document["components"]["securitySchemes"]["metricsBearer"]["scheme"] == "bearer"
 
 
 # ------------------------------------------------------------------ L3: CLONER_ENV_FILE
