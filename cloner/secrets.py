@@ -239,11 +239,6 @@ class Vault:
         text = read_secret_file(path, factory, "secret key file", if_empty=KEY_FILE_FIX)
         return cls(text, key_file=path)
 
-    @property
-    def key_file(self) -> Path | None:
-        """The key file this vault follows, or None (keys given by CLONER_SECRET_KEY)."""
-        return self._key_file
-
     def reload(self, *, force: bool = False) -> bool:
         """Re-read the key file if it changed (or ``force``); True when the keys changed."""
         if self._key_file is None:
@@ -278,14 +273,6 @@ class Vault:
             if self.reload(force=True):
                 return self.decrypt(token)
             raise SecretsError() from exc
-
-    def is_current(self, token: str) -> bool:
-        """Whether ``token`` decrypts with the first (encrypting) key alone."""
-        try:
-            Fernet(self.keys[0].encode()).decrypt(token.encode())
-        except InvalidToken:
-            return False
-        return True
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token under the primary key."""

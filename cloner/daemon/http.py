@@ -700,9 +700,9 @@ def build_http_app(app: App) -> Starlette:
     handlers = _Handlers(app)
     # Settings and App.open refuse these already; an App built any other way must not
     # serve /v1 behind an empty token (`Authorization: Bearer` would match it).
-    problem_ = token_problem(app.admin_token)
-    if problem_:
-        raise SecretsError(f"the admin token {problem_}; refusing to serve the API")
+    token_issue = token_problem(app.admin_token)
+    if token_issue:
+        raise SecretsError(f"the admin token {token_issue}; refusing to serve the API")
     token = app.admin_token.encode()
     metrics_secret = app.settings.metrics_token
     metrics_token = metrics_secret.get_secret_value().encode() if metrics_secret else None
