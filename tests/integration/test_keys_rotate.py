@@ -20,13 +20,13 @@ import pytest
 
 from cloner import constants
 from cloner.app import App
-from cloner.pools import TenantPools
 from cloner.secrets import SecretsError, Vault
-from tests.integration.helpers import provision_ready
+from tests.integration.helpers import pools_of, provision_ready
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TENANT = "kr-rotate-pg"
+AFTER = "kr-rotate-after"
 CLONER_SCRIPT = Path(sys.executable).with_name("cloner")
 COMMAND = [str(CLONER_SCRIPT)] if CLONER_SCRIPT.exists() else [sys.executable, "-m", "cloner"]
 
@@ -48,7 +48,10 @@ async def test_keys_rotate_keeps_a_real_tenant_usable(docker_app: App) -> None:
     assert token_before is not None
     creds = docker_app.vault.open_credentials(token_before)
 
-    async with TenantPools.open(docker_app.settings) as pools_before:
+    # Pools share the app's control-plane connection: a second in-process SQLite open of
+    # the same file is avoided on purpose (see _unusable_reason: closing a file descriptor
+    # drops the process's POSIX locks, which lets another process delete the WAL).
+    async with pools_of(docker_app, 1.0) as pools_before:
         async with pools_before.acquire(TENANT, role="app") as conn:
             assert await conn.fetchval("SELECT 1") == 1
 
@@ -66,10 +69,17 @@ async def test_keys_rotate_keeps_a_real_tenant_usable(docker_app: App) -> None:
             Vault(old_key).decrypt(token_after)
         assert Vault(new_key).open_credentials(token_after) == creds
 
-        # A pool opened before the rotation (its vault read the old key file) opens a
-        # role it has not used yet: it must decrypt the re-encrypted token.
+        # Pools opened before the rotation (the app's vault read the old key file) open a
+        # role they have not used yet: they must decrypt the re-encrypted token.
         async with pools_before.acquire(TENANT, role="readonly") as conn:
             assert await conn.fetchval("SELECT current_user") == creds.roles["readonly"].username
+
+    # The in-process daemon (its vault read the old file) provisions after the rotation:
+    # the new tenant's credentials must be under the new key, never the retired one.
+    await provision_ready(docker_app, "postgres", AFTER)
+    token_new_tenant = await docker_app.control_plane.credentials_token(AFTER)
+    assert token_new_tenant is not None
+    Vault(new_key).open_credentials(token_new_tenant)
 
     shown = cli(docker_app, "tenant", "show", TENANT, "--reveal", "--json")
     assert shown.returncode == 0, shown.stderr
@@ -78,7 +88,7 @@ async def test_keys_rotate_keeps_a_real_tenant_usable(docker_app: App) -> None:
         r: c.password for r, c in creds.roles.items()}
 
     async with (
-        TenantPools.open(docker_app.settings) as pools_after,
+        pools_of(docker_app, 1.0) as pools_after,
         pools_after.acquire(TENANT, role="app") as conn,
     ):
         assert await conn.fetchval("SELECT current_user") == creds.roles["app"].username

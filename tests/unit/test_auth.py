@@ -428,3 +428,24 @@ def test_old_single_key_files_and_multi_key_files_read(tmp_path: Path) -> None:
     assert vault.keys == [new, old]
     assert vault.decrypt(token) == "x"
     assert Vault(new).decrypt(vault.encrypt("y")) == "y"
+
+
+async def test_embedded_pools_follow_the_key_file_rules(tmp_path: Path) -> None:
+    """TenantPools.open reads secret.key like the daemon: empty or loose files are refused."""
+    from cloner.errors import ClonerError
+    from cloner.pools import TenantPools
+
+    settings = unit_settings(tmp_path)
+    async with App.open(settings):
+        pass
+    path = settings.data_dir / constants.SECRET_KEY_FILE
+    path.write_text("")
+    with pytest.raises(ClonerError, match="restore it from a backup") as caught:
+        async with TenantPools.open(settings):
+            pass
+    assert str(path) in caught.value.message
+    path.write_text(Fernet.generate_key().decode() + "\n")
+    path.chmod(0o644)
+    with pytest.raises(ClonerError, match="chmod 600"):
+        async with TenantPools.open(settings):
+            pass
