@@ -61,6 +61,9 @@ SHOWN_EVENTS: Final = 50
 
 # MariaDB tenant servers ("mysql" engine), sized for density
 MYSQL_INNODB_BUFFER_POOL_MB: Final = 16
+#: Tenant container log rotation (Docker json-file): at most files x size per container.
+TENANT_LOG_MAX_SIZE: Final = "10m"
+TENANT_LOG_MAX_FILES: Final = 3
 
 # Readiness
 READY_TIMEOUT_S: Final = 60.0

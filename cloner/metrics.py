@@ -85,6 +85,21 @@ class Metrics:
             "cloner_tenant_cpu_ratio", "CPU used by the tenant container, in cores.",
             ["tenant", "engine"], registry=r,
         )
+        self.tenant_volume_bytes = Gauge(
+            "cloner_tenant_volume_bytes",
+            "Disk used by the tenant's data volume (sampled every "
+            "CLONER_VOLUME_SAMPLE_INTERVAL_S).", ["tenant", "engine"], registry=r,
+        )
+        self.tenant_volume_quota_bytes = Gauge(
+            "cloner_tenant_volume_quota_bytes",
+            "CLONER_TENANT_VOLUME_QUOTA_BYTES: disk a tenant volume may use (0: no quota).",
+            registry=r,
+        )
+        self.data_dir_free_bytes = Gauge(
+            "cloner_data_dir_free_bytes",
+            "Free bytes on the file system of CLONER_DATA_DIR (control plane, backups).",
+            registry=r,
+        )
         self.health_transitions = Counter(
             "cloner_health_transitions_total", "ready <-> degraded transitions, by target state.",
             ["to"], registry=r,

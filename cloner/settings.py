@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     tenant_pids_limit: int = Field(default=256, ge=32)
     tenant_shm_size_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     tenant_connection_limit: int = Field(default=40, ge=1)
+    #: Container log rotation (Docker json-file ``max-size`` / ``max-file``).
+    tenant_log_max_size: str = Field(default=constants.TENANT_LOG_MAX_SIZE, pattern=r"^[1-9][0-9]*[kmg]?$")
+    tenant_log_max_files: int = Field(default=constants.TENANT_LOG_MAX_FILES, ge=1, le=100)
+    #: Disk a tenant volume may use before ``ClonerTenantVolumeOverQuota`` fires (0: none).
+    tenant_volume_quota_bytes: int = Field(default=10 * 1024**3, ge=0)
+    #: Also ask the volume driver to enforce the quota (``size`` option): Docker's local
+    #: driver supports it only on XFS mounted with ``pquota``; elsewhere creation fails.
+    tenant_volume_size_limit: bool = False
+    #: How often the health monitor measures volume sizes (one listing for all tenants).
+    volume_sample_interval_s: float = Field(default=60.0, gt=0)
     #: InnoDB buffer pool of each MariaDB tenant server; the main lever on its idle memory.
     mysql_innodb_buffer_pool_mb: int = Field(default=constants.MYSQL_INNODB_BUFFER_POOL_MB, ge=5)
 

@@ -175,6 +175,8 @@ class InMemoryRuntime:
         self.volume_created: dict[str, datetime] = {}
         #: container name → what ``stats`` answers while it runs (default: ``DEFAULT_STATS``)
         self.stats_result: dict[str, ContainerStats] = {}
+        #: volume name → what ``volume_sizes`` reports for it (default 0)
+        self.volume_bytes: dict[str, int] = {}
         #: network name → inter-container traffic enabled (``False`` is the isolated kind)
         self.networks: dict[str, bool] = {}
         self.images: set[str] = set()
@@ -412,6 +414,12 @@ class InMemoryRuntime:
         if container is None or not self._ours(container.labels) or container.status != "running":
             return None
         return self.stats_result.get(name, DEFAULT_STATS)
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """``volume_bytes[name]`` (0 when unset) for every volume of ours."""
+        self._enter("volume_sizes")
+        return {n: self.volume_bytes.get(n, 0)
+                for n, labels in self.volumes.items() if self._ours(labels)}
 
     async def image_exists(self, image: str) -> bool:
         """True if the image was pulled (or added to ``images``)."""

@@ -8,6 +8,11 @@ The results feed the per-tenant gauges ``cloner_tenant_up``,
 ``cloner_tenant_cpu_ratio``; a tenant that leaves READY/DEGRADED loses its
 label sets, so dashboards never show a deprovisioned tenant as "down".
 
+Every ``volume_sample_interval_s`` one runtime listing (``docker system df``)
+sizes every tenant volume at once, for ``cloner_tenant_volume_bytes`` (alerted
+on against ``cloner_tenant_volume_quota_bytes``), and the free space of the
+data directory's file system is read (``cloner_data_dir_free_bytes``).
+
 Every ``isolation_interval_s`` (and on the first pass) the full isolation
 proof of DESIGN.md is re-run through ``cloner.pipeline.verify`` — the same
 code the ``verify`` step uses — and its report is stored on the tenant.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +42,7 @@ import structlog
 
 from cloner.app import App
 from cloner.controlplane import TenantUpdate
-from cloner.domain import IsolationReport, Status, Tenant, container_name
+from cloner.domain import IsolationReport, Status, Tenant, container_name, volume_name
 from cloner.engines import Placement, get_engine
 from cloner.errors import InvalidTransition
 from cloner.logging import get_logger
@@ -146,6 +152,8 @@ class HealthMonitor:
         self._limiter = asyncio.Semaphore(concurrency)
         #: tenant id → engine of every label set currently exported
         self._exported: dict[str, str] = {}
+        #: monotonic time of the next volume-size sample (0: at the first pass)
+        self._next_volume_sample = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``health_interval_s`` until ``stop``; re-prove isolation on its cadence."""
@@ -179,7 +187,38 @@ class HealthMonitor:
                 continue
             checked.append(result)
         self._forget_except({t.tenant_id for t in tenants})
+        if time.monotonic() >= self._next_volume_sample:
+            self._next_volume_sample = (time.monotonic()
+                                        + self.app.settings.volume_sample_interval_s)
+            await self.sample_disk(tenants)
         return HealthReport(tuple(checked))
+
+    async def sample_disk(self, tenants: list[Tenant]) -> None:
+        """Volume bytes of every watched container tenant (one listing), data-dir free space."""
+        m = self.app.metrics
+        settings = self.app.settings
+        m.tenant_volume_quota_bytes.set(settings.tenant_volume_quota_bytes)
+        try:
+            usage = await asyncio.to_thread(shutil.disk_usage, settings.data_dir)
+        except OSError as exc:
+            log.warning("health.disk_usage_failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            m.data_dir_free_bytes.set(usage.free)
+        try:
+            sizes = await self.app.runtime.volume_sizes()
+        except Exception as exc:  # Docker busy or down: keep the last sample, try next time
+            log.warning("health.volume_sizes_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        for tenant in tenants:
+            if tenant.tenant_id not in self._exported:
+                continue
+            size = sizes.get(volume_name(tenant.tenant_id))
+            labels = {"tenant": tenant.tenant_id, "engine": tenant.engine.value}
+            if size is None:
+                with contextlib.suppress(KeyError):
+                    m.tenant_volume_bytes.remove(tenant.tenant_id, tenant.engine.value)
+            else:
+                m.tenant_volume_bytes.labels(**labels).set(size)
 
     async def _guarded(self, tenant: Tenant, isolation: bool) -> TenantHealth:
         async with self._limiter:
@@ -282,6 +321,6 @@ class HealthMonitor:
     def _remove(self, tenant_id: str, engine: str) -> None:
         m = self.app.metrics
         for gauge in (m.tenant_up, m.tenant_probe_seconds, m.tenant_memory_bytes,
-                      m.tenant_cpu_ratio):
+                      m.tenant_cpu_ratio, m.tenant_volume_bytes):
             with contextlib.suppress(KeyError):
                 gauge.remove(tenant_id, engine)

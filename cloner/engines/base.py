@@ -150,6 +150,11 @@ class ContainerDefaults:
     connection_limit: int
     #: ``Settings.mysql_innodb_buffer_pool_mb``; only the mysql engine reads it.
     mysql_innodb_buffer_pool_mb: int = constants.MYSQL_INNODB_BUFFER_POOL_MB
+    #: ``Settings.tenant_log_max_size`` / ``tenant_log_max_files``: every container's log rotates.
+    log_max_size: str = constants.TENANT_LOG_MAX_SIZE
+    log_max_files: int = constants.TENANT_LOG_MAX_FILES
+    #: Volume size limit asked of the volume driver (``Settings.tenant_volume_size_limit``).
+    volume_size_bytes: int | None = None
 
     def tenant_spec(
         self, tenant_id: str, labels: dict[str, str], *, uid: int, port: int,
@@ -164,7 +169,8 @@ class ContainerDefaults:
         engine adds its data directory, environment, command and
         ``private_dirs`` (path → mode): small tmpfs owned by ``uid``, because
         Docker mounts a tmpfs root-owned and servers keep sockets and pid files
-        there.
+        there. The container log rotates (json-file ``max-size``/``max-file``):
+        a tenant's error lines must not fill the host disk.
         """
         tmpfs = {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - in the container
         tmpfs.update({
@@ -178,6 +184,8 @@ class ContainerDefaults:
             env=env, command=command, tmpfs=tmpfs, read_only=True,
             memory_limit_bytes=self.memory_limit_bytes, nano_cpus=self.nano_cpus,
             pids_limit=self.pids_limit, shm_size_bytes=self.shm_size_bytes,
+            log_max_size=self.log_max_size, log_max_files=self.log_max_files,
+            volume_size_bytes=self.volume_size_bytes,
         )
 
 

@@ -50,6 +50,9 @@ class Services:
             pids_limit=s.tenant_pids_limit, shm_size_bytes=s.tenant_shm_size_bytes,
             connection_limit=s.tenant_connection_limit,
             mysql_innodb_buffer_pool_mb=s.mysql_innodb_buffer_pool_mb,
+            log_max_size=s.tenant_log_max_size, log_max_files=s.tenant_log_max_files,
+            volume_size_bytes=(s.tenant_volume_quota_bytes or None)
+            if s.tenant_volume_size_limit else None,
         )
 
     def host(self, driver: EngineDriver) -> TenantHost:

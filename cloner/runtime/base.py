@@ -30,6 +30,11 @@ class ContainerSpec:
     nano_cpus: int = 1_000_000_000
     pids_limit: int = 256
     shm_size_bytes: int | None = None
+    #: Docker json-file log rotation; None leaves the daemon's default (unbounded).
+    log_max_size: str | None = None
+    log_max_files: int | None = None
+    #: Asked of the volume driver as its ``size`` option (XFS project quotas); None: no limit.
+    volume_size_bytes: int | None = None
 
     def __repr__(self) -> str:  # env may carry a bootstrap secret
         return f"ContainerSpec(name={self.name!r}, image={self.image!r})"
@@ -156,6 +161,9 @@ class Runtime(Protocol):
 
     async def stats(self, name: str) -> ContainerStats | None:
         """A resource-usage sample of a running container of ours; None if absent or stopped."""
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """Bytes used by each volume of ours (volume name → bytes), in one listing."""
 
     async def image_exists(self, image: str) -> bool:
         """True if the image is present locally."""

@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.types import LogConfig
 
 from cloner import constants
 from cloner.errors import ImageError, RuntimeFault, RuntimeUnavailable
@@ -205,18 +206,25 @@ class DockerRuntime:
             {k: v for k, v in spec.labels.items() if k != constants.LABEL_MANAGED}
         )
         if container is None:
-            self._ensure_volume(spec.volume_name, volume_labels, request)
+            self._ensure_volume(spec.volume_name, volume_labels, request,
+                                spec.volume_size_bytes)
             container = self._create(spec)
         if container.status != "running":
             container.start()
             container.reload()
         return self._info(container)
 
-    def _ensure_volume(self, name: str, labels: dict[str, str], request: str | None) -> None:
+    def _ensure_volume(
+        self, name: str, labels: dict[str, str], request: str | None,
+        size_bytes: int | None = None,
+    ) -> None:
+        # The local driver enforces ``size`` only on XFS with project quotas (pquota);
+        # elsewhere Docker refuses the option, so it is asked for only when configured.
+        opts = {"size": str(size_bytes)} if size_bytes else None
         try:
             volume = self.client.volumes.get(name)
         except docker.errors.NotFound:
-            self.client.volumes.create(name, labels=labels)
+            self.client.volumes.create(name, labels=labels, driver_opts=opts)
             return
         vol_labels = volume.attrs.get("Labels") or {}
         if not self._ours(vol_labels):
@@ -225,7 +233,7 @@ class DockerRuntime:
             # Data of an earlier incarnation of this tenant id (a failed attempt kept
             # for debugging): a new request always starts from an empty volume.
             volume.remove(force=True)
-            self.client.volumes.create(name, labels=labels)
+            self.client.volumes.create(name, labels=labels, driver_opts=opts)
 
     def _create(self, spec: ContainerSpec) -> Container:
         kwargs: dict[str, Any] = {
@@ -253,6 +261,11 @@ class DockerRuntime:
         }
         if spec.shm_size_bytes:
             kwargs["shm_size"] = spec.shm_size_bytes
+        if spec.log_max_size:
+            # Rotated whatever the daemon's default: tenant input reaches error lines.
+            kwargs["log_config"] = LogConfig(type=LogConfig.types.JSON, config={
+                "max-size": spec.log_max_size, "max-file": str(spec.log_max_files or 1),
+            })
         try:
             return self.client.containers.create(**kwargs)
         except docker.errors.ImageNotFound as exc:
@@ -569,6 +582,22 @@ class DockerRuntime:
             return _container_stats(raw) if isinstance(raw, dict) else None
 
         return await self._run_slow(sample)
+
+    async def volume_sizes(self) -> dict[str, int]:
+        """``docker system df``'s volume sizes, ours only: one call for every tenant.
+
+        Docker walks each volume to size it, so this is called once per health
+        pass at most (``volume_sample_interval_s``), on the slow-call threads.
+        """
+        def listing() -> dict[str, int]:
+            volumes = self.client.df().get("Volumes") or []
+            return {
+                str(v["Name"]): int((v.get("UsageData") or {}).get("Size", -1))
+                for v in volumes
+                if self._ours(v.get("Labels")) and (v.get("UsageData") or {}).get("Size", -1) >= 0
+            }
+
+        return await self._run_slow(listing)
 
     # ----------------------------------------------------------------- images
 
