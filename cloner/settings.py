@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     tenant_shm_size_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     tenant_connection_limit: int = Field(default=40, ge=1)
     #: Container log rotation (Docker json-file ``max-size`` / ``max-file``).
-    tenant_log_max_size: str = Field(default=constants.TENANT_LOG_MAX_SIZE, pattern=r"^[1-9][0-9]*[kmg]?$")
+    tenant_log_max_size: str = Field(default=constants.TENANT_LOG_MAX_SIZE,
+                                     pattern=r"^[1-9][0-9]*[kmg]?$")
     tenant_log_max_files: int = Field(default=constants.TENANT_LOG_MAX_FILES, ge=1, le=100)
     #: Disk a tenant volume may use before ``ClonerTenantVolumeOverQuota`` fires (0: none).
     tenant_volume_quota_bytes: int = Field(default=10 * 1024**3, ge=0)
