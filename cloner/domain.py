@@ -303,6 +303,18 @@ class Tenant:
     #: Template versions the tenant was at before schema migrations moved it on (oldest
     #: first): a container keeps the version label it was created with.
     previous_versions: tuple[str, ...] = ()
+    #: The migration in flight (rollout, start version, backup, step, phase); None when none.
+    #: Left behind by a rollout that died, for the next run to recover from deliberately.
+    migration: dict[str, Any] | None = None
+    #: The latest fence of application logins for a migration: ``{since, until, seconds,
+    #: rollout}``, ``until`` None while still fenced.
+    writes_fenced: dict[str, Any] | None = None
+
+    @property
+    def logins_fenced(self) -> bool:
+        """True while a migration keeps the application logins fenced."""
+        fence = self.writes_fenced
+        return fence is not None and fence.get("until") is None
 
     @property
     def spec(self) -> TenantSpec:

@@ -504,6 +504,10 @@ class FakeEngine:
         self.transactional_ddl = True
         #: tenants whose schema a failed non-transactional step left half-changed
         self.dirty: set[str] = set()
+        #: tenant id → the step a failed non-transactional step marked in progress
+        self.in_progress: dict[str, str] = {}
+        #: tenants whose application logins are fenced (``fence_logins``)
+        self.fenced: set[str] = set()
         #: what ``probe`` answers (seconds) when it does not fail
         self.probe_seconds = 0.001
         #: tenant id → endpoint its last successful ``probe`` reached
@@ -665,7 +669,8 @@ class FakeEngine:
     async def migration_state(self, target: TenantTarget) -> MigrationState:
         """The tenant's fake ``schema_info``: its root template version and applied steps."""
         await self._enter("migration_state", target.tenant_id)
-        return self._schema(target.tenant_id)
+        state = self._schema(target.tenant_id)
+        return replace(state, in_progress=self.in_progress.get(target.tenant_id))
 
     async def apply_migration_step(
         self, target: TenantTarget, script: MigrationScript, lock_timeout_s: float,  # noqa: ARG002
@@ -687,6 +692,7 @@ class FakeEngine:
         if script.label in self.failing_steps:
             if not self.transactional_ddl:
                 self.dirty.add(tenant_id)
+                self.in_progress[tenant_id] = script.record_name
             raise MigrationError(f"fake step {script.label} failed on {tenant_id}")
         applied = AppliedMigration(script.step, script.direction, script.to_version,
                                    script.checksum, datetime.now(UTC), 1)
@@ -719,6 +725,12 @@ class FakeEngine:
         self.schemas.pop(target.tenant_id, None)
         self.applied.pop(target.tenant_id, None)
         self.dirty.discard(target.tenant_id)
+        self.in_progress.pop(target.tenant_id, None)
+
+    async def fence_logins(self, target: TenantTarget, fenced: bool) -> None:
+        """Remember whether the tenant's application logins are fenced."""
+        await self._enter("fence_logins", target.tenant_id)
+        (self.fenced.add if fenced else self.fenced.discard)(target.tenant_id)
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``postgresql://user:password@host:port/database``."""

@@ -127,6 +127,9 @@ class MigrationState:
 
     root_version: str
     applied: tuple[AppliedMigration, ...] = ()
+    #: A step that started and never finished (``v1.0-v1.1:up``), as marked by an engine
+    #: whose DDL is not transactional: the schema is between two versions.
+    in_progress: str | None = None
 
     @property
     def current_version(self) -> str:

@@ -69,6 +69,8 @@ class TenantOutcome:
     error: dict[str, Any] | None = None
     backup: str | None = None
     duration_s: float | None = None
+    #: What this run did about a migration a dead rollout left behind (restored/resumed).
+    recovery: dict[str, Any] | None = None
 
 
 class MigrationRegistry(Protocol):
@@ -119,8 +121,23 @@ class MigrationRegistry(Protocol):
     ) -> Tenant:
         """Record a tenant's outcome; a tenant this rollout moved to MIGRATING goes to
         ``status`` (READY, or MIGRATING when it could not be brought back) with ``error``
-        shown by ``tenant show``. ``status=None`` records the outcome of a tenant the
-        rollout never started and leaves its row as it is."""
+        shown by ``tenant show``; READY also clears its record of the migration in
+        flight. ``status=None`` records the outcome of a tenant the rollout never
+        started and leaves its row as it is."""
+
+    async def note_migration(
+        self, tenant_id: str, migration: dict[str, Any] | None, *,
+        event: str | None = None, detail: dict[str, Any] | None = None,
+    ) -> Tenant:
+        """Replace the tenant's record of the migration in flight (``Tenant.migration``),
+        with a history event when ``event`` is given."""
+
+    async def set_writes_fenced(
+        self, tenant_id: str, fenced: bool, rollout_id: str | None
+    ) -> Tenant:
+        """Record that the application logins are now fenced (or no longer): the first
+        fence of a period sets ``since`` (event ``writes_fenced``), the unfence sets
+        ``until`` and ``seconds`` (event ``writes_unfenced``). Idempotent both ways."""
 
     async def steps_of(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every step record of a tenant, oldest first."""

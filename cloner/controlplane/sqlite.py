@@ -696,6 +696,9 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
             row["previous_versions"] if "previous_versions" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row has no __contains__ for names
             row["request_id"],
         ),
+        migration=_loads(row["migration"]) if "migration" in row.keys() else None,  # noqa: SIM118
+        writes_fenced=(_loads(row["writes_fenced"])
+                       if "writes_fenced" in row.keys() else None),  # noqa: SIM118
     )
 
 

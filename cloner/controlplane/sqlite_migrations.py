@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
@@ -24,7 +25,7 @@ from cloner.migrations.errors import RolloutInProgress
 if TYPE_CHECKING:
     from cloner.controlplane.sqlite import SQLiteControlPlane
 
-_JSON_COLUMNS = ("options", "plan", "summary", "error", "detail")
+_JSON_COLUMNS = ("options", "plan", "summary", "error", "detail", "recovery")
 
 
 def _row(row: aiosqlite.Row) -> dict[str, Any]:
@@ -204,6 +205,7 @@ class SQLiteMigrationRegistry:
                 "outcome": outcome.outcome,
                 "error": json.dumps(outcome.error) if outcome.error else None,
                 "backup": outcome.backup, "duration_s": outcome.duration_s, "now": _now_iso(),
+                "recovery": json.dumps(outcome.recovery) if outcome.recovery else None,
             })
             if status is not None:
                 check_transition(current, status)
@@ -214,13 +216,66 @@ class SQLiteMigrationRegistry:
                     "rollout_id": outcome.rollout_id if status is Status.MIGRATING else None,
                     "now": _now_iso(),
                 })
+                if status is Status.READY:
+                    # Back at a step boundary: nothing left for a later run to recover.
+                    await db.execute(QUERIES["set_tenant_migration_progress"], {
+                        "tenant_id": outcome.tenant_id, "migration": None, "now": _now_iso()})
                 await db.execute(QUERIES["bump_registry_changes"])
             await self.cp._event(db, outcome.tenant_id, f"migration_{outcome.outcome}", {
                 "rollout": outcome.rollout_id, "from": outcome.from_version,
                 "to": outcome.to_version, "reached": outcome.reached_version,
                 "error": outcome.error, "backup": outcome.backup,
+                **({"recovery": outcome.recovery} if outcome.recovery else {}),
             })
             return await self._tenant(db, outcome.tenant_id)
+
+    async def note_migration(
+        self, tenant_id: str, migration: dict[str, Any] | None, *,
+        event: str | None = None, detail: dict[str, Any] | None = None,
+    ) -> Tenant:
+        """Replace ``tenants.migration`` (+ an event) in one transaction."""
+        async with self.cp._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            if await cursor.fetchone() is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            await db.execute(QUERIES["set_tenant_migration_progress"], {
+                "tenant_id": tenant_id, "now": _now_iso(),
+                "migration": json.dumps(migration) if migration is not None else None,
+            })
+            if event is not None:
+                await self.cp._event(db, tenant_id, event, detail or {})
+            return await self._tenant(db, tenant_id)
+
+    async def set_writes_fenced(
+        self, tenant_id: str, fenced: bool, rollout_id: str | None
+    ) -> Tenant:
+        """Open or close the current fence period (idempotent), with its event."""
+        async with self.cp._write() as db:
+            cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
+            row = await cursor.fetchone()
+            if row is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            current = _tenant(row).writes_fenced
+            active = current is not None and current.get("until") is None
+            record: dict[str, Any] | None = None
+            if fenced and not active:
+                record = {"since": _now_iso(), "until": None, "seconds": None,
+                          "rollout": rollout_id}
+                event = "writes_fenced"
+            elif not fenced and active and current is not None:
+                until = _now_iso()
+                seconds = (datetime.fromisoformat(until)
+                           - datetime.fromisoformat(str(current["since"]))).total_seconds()
+                record = current | {"until": until, "seconds": round(seconds, 3),
+                                    "unfenced_by": rollout_id}
+                event = "writes_unfenced"
+            if record is not None:
+                await db.execute(QUERIES["set_tenant_writes_fenced"], {
+                    "tenant_id": tenant_id, "writes_fenced": json.dumps(record),
+                    "now": _now_iso(),
+                })
+                await self.cp._event(db, tenant_id, event, record)
+            return await self._tenant(db, tenant_id)
 
     async def _tenant(self, db: aiosqlite.Connection, tenant_id: str) -> Tenant:
         cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})

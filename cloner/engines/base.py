@@ -57,6 +57,17 @@ class EndpointGuard(Protocol):
         """Why ``endpoint`` is not vouched for, or None when it is."""
 
 
+#: The logins a migration fences: the applications' accounts. cloner's own (owner,
+#: superuser) keep working, because the migration runs through them.
+FENCED_ROLES = ("app", "readonly")
+
+
+def fenced_logins(credentials: Credentials) -> tuple[str, ...]:
+    """Login names ``MigrationHooks.fence_logins`` locks: those of the tenant's current
+    credentials for the application roles (whatever login names those roles have now)."""
+    return tuple(credentials.roles[r].username for r in FENCED_ROLES if r in credentials.roles)
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """Per-statement limits every session cloner opens on a tenant server carries.
@@ -336,3 +347,11 @@ class MigrationHooks(Protocol):
 
     async def drop_database(self, target: TenantTarget) -> None:
         """Drop the tenant database (before ``restore`` puts a backup back in its place)."""
+
+    async def fence_logins(self, target: TenantTarget, fenced: bool) -> None:
+        """Refuse (``fenced``) or allow again the application logins (``fenced_logins``).
+
+        Fencing also ends the sessions those logins already have, so nothing
+        writes between the pre-migration backup and a restore of it. Both ways
+        are idempotent; an engine without logins does nothing.
+        """

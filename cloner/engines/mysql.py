@@ -70,6 +70,7 @@ from cloner.engines.base import (
     Placement,
     SessionLimits,
     TenantTarget,
+    fenced_logins,
 )
 from cloner.engines.checks import (
     NeighbourFinding,
@@ -1333,6 +1334,32 @@ class MysqlEngine:
                         raise
             await cur.execute("SET SESSION lock_wait_timeout = %s", (DROP_LOCK_WAIT_S,))
             await cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.database)}")
+
+    async def fence_logins(self, target: TenantTarget, fenced: bool) -> None:
+        """``ACCOUNT LOCK`` (or ``UNLOCK``) the application accounts at every host; when
+        locking, also ``KILL`` their connections (a lock refuses only new logins)."""
+        users = fenced_logins(target.credentials)
+        if not users:
+            return
+        marks = ", ".join(["%s"] * len(users))
+        verb = "LOCK" if fenced else "UNLOCK"
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                f"SELECT User, Host FROM mysql.global_priv WHERE User IN ({marks})", users)
+            for user, host in await cur.fetchall():
+                await cur.execute(f"ALTER USER {account(str(user), str(host))} ACCOUNT {verb}")
+            if not fenced:
+                return
+            await cur.execute(
+                f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) "
+                "AND ID <> CONNECTION_ID()", users,
+            )
+            for (session_id,) in await cur.fetchall():
+                try:
+                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
+                except pymysql.err.MySQLError as exc:
+                    if error_code(exc) != _ER_NO_SUCH_THREAD:
+                        raise
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``mysql://user:password@host:port/database``."""

@@ -10,6 +10,11 @@ nothing: it runs one statement at a time, and only once the last one has run
 is it recorded in ``schema_info`` (a small DML transaction). A step that fails
 part-way is therefore never taken for an applied one; the rollout restores
 the tenant from its pre-migration backup (``transactional_ddl = False``).
+Before its first statement a step marks the database (its comment, where
+``restore`` keeps its progress marks too: ``cloner:migrating <step>
+<version>``) and clears the mark once recorded, so a step cut short by a
+crash or Ctrl-C is seen as such (``MigrationState.in_progress``) and no step
+ever runs on top of it: the next run restores the pre-migration backup.
 Two runs on the same database are serialised by a server-wide named lock
 (``GET_LOCK``), which, unlike a table lock, survives the implicit commits.
 
@@ -27,6 +32,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +55,34 @@ _HAS_SCHEMA_INFO = """
 SELECT COUNT(*) FROM information_schema.TABLES
  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'schema_info'
 """
+
+
+#: Database comment of a step in progress (followed by ``<record name> <to version>``).
+MIGRATING_MARK = "cloner:migrating "
+_COMMENT = "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE()"
+
+
+def in_progress(comment: str, state: MigrationState) -> str | None:
+    """The step a ``MIGRATING_MARK`` comment names, unless that step was recorded since
+    (a crash between the record's commit and clearing the mark)."""
+    if not comment.startswith(MIGRATING_MARK):
+        return None
+    name, _, version = comment[len(MIGRATING_MARK):].partition(" ")
+    last = state.applied[-1] if state.applied else None
+    if last is not None and last.record_name == name and last.version == version:
+        return None
+    return name
+
+
+async def _comment(cur: aiomysql.Cursor) -> str:
+    await cur.execute(_COMMENT)
+    row = await cur.fetchone()
+    return str(row[0] or "") if row else ""
+
+
+async def _set_comment(cur: aiomysql.Cursor, database: str, comment: str) -> None:
+    quoted = "`" + database.replace("`", "``") + "`"
+    await cur.execute(f"ALTER DATABASE {quoted} COMMENT = %s", (comment,))
 
 
 def lock_name(database: str) -> str:
@@ -82,7 +116,8 @@ async def read_state(conn: aiomysql.Connection, tenant_id: str) -> MigrationStat
         if not row or not row[0]:
             raise MigrationError(f"tenant {tenant_id}: the database has no schema_info table")
         await cur.execute("SET SESSION time_zone = '+00:00'")
-        return state_from_rows(tenant_id, await _state_rows(cur))
+        state = state_from_rows(tenant_id, await _state_rows(cur))
+        return replace(state, in_progress=in_progress(await _comment(cur), state))
 
 
 async def apply_step(
@@ -116,7 +151,7 @@ async def apply_step(
         # Not released when cancelled: the connection is then closed mid-protocol, and a
         # named lock (like an open transaction) ends with its session on the server.
         try:
-            applied = await _apply_locked(cur, tenant_id, script, statements)
+            applied = await _apply_locked(cur, tenant_id, database, script, statements)
         except Exception:
             await _release(cur, lock)
             raise
@@ -132,13 +167,24 @@ async def _release(cur: aiomysql.Cursor, lock: str) -> None:
 
 
 async def _apply_locked(
-    cur: aiomysql.Cursor, tenant_id: str, script: MigrationScript,
+    cur: aiomysql.Cursor, tenant_id: str, database: str, script: MigrationScript,
     statements: Sequence[Statement],
 ) -> AppliedMigration:
     # Read under the lock: no other run can record a step before this one has.
     state = state_from_rows(tenant_id, await _state_rows(cur))
+    comment = await _comment(cur)
     if (recorded := already_applied(state, script, tenant_id)) is not None:
+        if comment.startswith(MIGRATING_MARK):
+            await _set_comment(cur, database, "")
         return recorded
+    if (half := in_progress(comment, state)) is not None:
+        raise MigrationConflict(
+            f"tenant {tenant_id}: step {half} was cut short part-way; the database must be "
+            "restored from its pre-migration backup before any step runs"
+        )
+    # Marked before the first statement (each commits on its own): a crash from here on
+    # leaves a database that says it is between two versions.
+    await _set_comment(cur, database, f"{MIGRATING_MARK}{script.record_name} {script.to_version}")
     started = time.monotonic()
     for done, statement in enumerate(statements):
         try:
@@ -169,6 +215,7 @@ async def _apply_locked(
     except Exception:
         await cur.execute("ROLLBACK")
         raise
+    await _set_comment(cur, database, "")
     return AppliedMigration(script.step, script.direction, script.to_version, script.checksum,
                             _utc(row[0]) if row else None, duration_ms)
 

@@ -39,6 +39,7 @@ from cloner.engines.base import (
     Placement,
     SessionLimits,
     TenantTarget,
+    fenced_logins,
 )
 from cloner.engines.checks import (
     NeighbourFinding,
@@ -62,6 +63,8 @@ SOCKET_DIR = "/var/run/postgresql"
 POSTGRES_UID_NUM = 999
 POSTGRES_UID = f"{POSTGRES_UID_NUM}:{POSTGRES_UID_NUM}"
 CONNECT_TIMEOUT_S = 5.0
+#: How long fencing waits for terminated application sessions to be gone.
+FENCE_WAIT_S = 10.0
 PROBE_TABLE = "system_settings"  # every root template version ships it (catalog contract)
 _AUTH_ERRORS = (
     asyncpg.InvalidPasswordError,
@@ -926,6 +929,33 @@ class PostgresEngine:
             await conn.execute(
                 f"DROP DATABASE IF EXISTS {quote_ident(target.database)} WITH (FORCE)"
             )
+
+    async def fence_logins(self, target: TenantTarget, fenced: bool) -> None:
+        """``ALTER ROLE … NOLOGIN`` (or ``LOGIN``) for the application roles; when fencing,
+        also terminate their sessions and wait (bounded) until they are gone."""
+        users = list(fenced_logins(target.credentials))
+        if not users:
+            return
+        async with self._session(target, database="postgres") as conn:
+            for user in users:
+                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
+                if exists:
+                    await conn.execute(
+                        f"ALTER ROLE {quote_ident(user)} {'NOLOGIN' if fenced else 'LOGIN'}")
+            if not fenced:
+                return
+            deadline = time.monotonic() + FENCE_WAIT_S
+            while True:
+                # pg_terminate_backend only signals: the backend may still finish a commit.
+                left = await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE usename = ANY($1::text[]) AND pid <> pg_backend_pid()", users)
+                if not left:
+                    return
+                if time.monotonic() >= deadline:
+                    raise NotReady(f"{left} application session(s) of {target.tenant_id} "
+                                   f"did not end within {FENCE_WAIT_S:.0f}s")
+                await asyncio.sleep(0.05)
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``postgresql://user:password@host:port/database``."""

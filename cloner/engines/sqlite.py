@@ -147,6 +147,9 @@ class SqliteEngine:
     #: SQLite DDL is transactional: a step that fails leaves nothing behind.
     transactional_ddl = True
 
+    async def fence_logins(self, target: TenantTarget, fenced: bool) -> None:
+        """Nothing: an embedded file has no logins (applications open it through cloner)."""
+
     async def migration_state(self, target: TenantTarget) -> MigrationState:
         """Root version and applied steps from the tenant's ``schema_info``."""
         return await asyncio.to_thread(

@@ -20,6 +20,26 @@ For one tenant of a rollout, in order:
    ``ready`` on its old version with the error recorded. Only if even the
    restore fails does it stay ``migrating`` (outcome ``stuck``): pools keep
    refusing it and the next rollout adopts it.
+
+Writes are fenced (audit M8): before the pre-migration backup the application
+logins are refused and their sessions ended (``MigrationHooks.fence_logins``),
+so nothing is written that a restore of that backup would drop; they are let
+in again once the tenant is back at a step boundary (migrated, rolled back or
+restored), never while it is not. The fence is recorded in the registry
+before it is applied and cleared after it is lifted (``Tenant.writes_fenced``),
+so a fence that a crash left behind is always known and lifted later
+(``release_fences``: at the next rollout and by ``migrate repair``).
+
+The registry also follows the migration in flight (``Tenant.migration``: the
+start version, the pre-migration backup, the step running, the phase). When a
+rollout dies mid-way (SIGKILL, Ctrl-C) the tenant stays ``migrating`` with
+that record, and the next run recovers deliberately before anything else
+(audit M7): if the database says a step was cut short part-way (an engine
+without transactional DDL marks it, ``MigrationState.in_progress``), or a
+restore was cut short, it restores the *dead rollout's* pre-migration backup;
+otherwise the database is at a step boundary and the run resumes from it. A
+half-migrated database is never backed up. What was done is reported as the
+tenant's ``recovery`` (``migrate --json``, ``migrate status``, its events).
 """
 
 from __future__ import annotations
@@ -53,7 +73,7 @@ LOCK_TIMEOUT_S = 10.0
 BACKUP_REASON = "pre-migration"
 
 _HOOKS = ("transactional_ddl", "migration_state", "apply_migration_step",
-          "realign_migration_checksum", "schema_catalogue", "drop_database")
+          "realign_migration_checksum", "schema_catalogue", "drop_database", "fence_logins")
 
 
 def migration_hooks(driver: EngineDriver) -> MigrationHooks:
@@ -104,6 +124,8 @@ class TenantResult:
     error: dict[str, Any] | None = None
     backup: str | None = None
     duration_s: float = 0.0
+    #: What the run did about a migration a dead rollout left behind (restored/resumed).
+    recovery: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -118,7 +140,18 @@ class TenantResult:
             "reached_version": self.reached_version, "outcome": self.outcome.value,
             "canary": self.canary, "steps": list(self.steps), "error": self.error,
             "backup": self.backup, "seconds": round(self.duration_s, 3),
+            "recovery": self.recovery,
         }
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """The tenant being migrated and how to reach its database."""
+
+    tenant: Tenant
+    engine: EngineDriver
+    hooks: MigrationHooks
+    target: TenantTarget
 
 
 @dataclass
@@ -133,16 +166,12 @@ class _Run:
     backup: dict[str, Any] | None = None
     #: Scripts of this run that completed, in order (what a rollback reverts).
     applied: list[MigrationScript] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Subject:
-    """The tenant being migrated and how to reach its database."""
-
-    tenant: Tenant
-    engine: EngineDriver
-    hooks: MigrationHooks
-    target: TenantTarget
+    subject: _Subject | None = None
+    #: True while the application logins are fenced (by this run or one before it).
+    fenced: bool = False
+    #: The registry's record of this migration (``Tenant.migration``), as last written.
+    progress: dict[str, Any] = field(default_factory=dict)
+    recovery: dict[str, Any] | None = None
 
 
 def error_detail(step: str, exc: BaseException) -> dict[str, Any]:
@@ -185,23 +214,45 @@ class TenantMigrator:
             return await self._migrate(run, tenant)
 
     async def _migrate(self, run: _Run, tenant: Tenant) -> TenantResult:
+        run.fenced = tenant.logins_fenced
+        dead = tenant.migration
+        if dead is not None and dead.get("rollout") != self.rollout_id:
+            try:
+                tenant = await self._recover(run, tenant, dead)
+            except Exception as exc:  # still between versions: stays migrating, fenced
+                # The message is the whole story: no traceback in the log.
+                log.error("migrate.recovery_failed",  # noqa: TRY400
+                          error=f"{type(exc).__name__}: {exc}")
+                return await self._record(run, Outcome.STUCK, error_detail("recover", exc),
+                                          status=Status.MIGRATING)
         try:
             subject, steps = await self._prepare(run, tenant)
         except Exception as exc:  # checksums, path, or the database did not answer: untouched
             log.warning("migrate.refused", error=f"{type(exc).__name__}: {exc}")
             return await self._record(run, Outcome.REFUSED, error_detail("validate", exc),
                                       status=Status.READY)
+        run.subject = subject
         if not steps:
             return await self._record(run, Outcome.UP_TO_DATE, None, status=Status.READY)
+        run.progress = {"rollout": self.rollout_id, "start_version": run.start_version,
+                        "target_version": self.target_version, "phase": "backup",
+                        "backup": None, "step": None}
         try:
+            await self._note(run)
+            # Before the backup: a write after it would be lost by a restore of it.
+            await self._fence(run, subject)
             run.backup = await Deprovisioner(self.s).backup(
                 subject.tenant, reason=BACKUP_REASON, request_id=None, actor=self.actor)
         except Exception as exc:  # no backup, no migration: nothing was changed
             log.warning("migrate.backup_failed", error=f"{type(exc).__name__}: {exc}")
             return await self._record(run, Outcome.REFUSED, error_detail("backup", exc),
                                       status=Status.READY)
+        run.progress["backup"] = {"path": run.backup["path"],
+                                  "sha256": run.backup.get("sha256")}
         for script in steps:
             try:
+                # Recorded before the step starts: a crash in it leaves the step named.
+                await self._note(run, phase="step", step=script.label)
                 await self._apply(run, subject, script)
             except Exception as exc:  # any failure of a step is rolled back, whatever it was
                 log.warning("migrate.step_failed", step=script.label,
@@ -210,6 +261,107 @@ class TenantMigrator:
             run.applied.append(script)
         log.info("migrate.migrated", from_version=run.start_version, to_version=run.reached)
         return await self._record(run, Outcome.MIGRATED, None, status=Status.READY)
+
+    async def _note(self, run: _Run, *, event: str | None = None,
+                    detail: dict[str, Any] | None = None, **changes: Any) -> None:
+        """Write ``run.progress`` (updated with ``changes``) to the registry."""
+        run.progress.update(changes)
+        await self.s.control_plane.migrations.note_migration(
+            run.plan.tenant_id, dict(run.progress), event=event, detail=detail)
+
+    async def _subject(self, tenant: Tenant) -> _Subject:
+        engine, target = await self.s.target(tenant)
+        return _Subject(tenant, engine, migration_hooks(engine), target)
+
+    async def _fence(self, run: _Run, subject: _Subject) -> None:
+        """Refuse the application logins and end their sessions (idempotent).
+
+        Recorded before it is applied, so a crash in between leaves a fence the
+        registry knows about (and ``release_fences`` lifts), never an unknown one.
+        """
+        await self.s.control_plane.migrations.set_writes_fenced(
+            subject.tenant.tenant_id, True, self.rollout_id)
+        run.fenced = True
+        await subject.hooks.fence_logins(subject.target, True)
+        log.info("migrate.writes_fenced")
+
+    async def _unfence(self, run: _Run) -> str | None:
+        """Let the application logins in again; why not, if that failed."""
+        try:
+            subject = run.subject
+            if subject is None:
+                tenant = await self.s.control_plane.get_tenant(run.plan.tenant_id)
+                if tenant is None:
+                    return None
+                subject = await self._subject(tenant)
+            await subject.hooks.fence_logins(subject.target, False)
+            await self.s.control_plane.migrations.set_writes_fenced(
+                run.plan.tenant_id, False, self.rollout_id)
+        except Exception as exc:  # recorded as still fenced: release_fences lifts it later
+            log.error("migrate.unfence_failed",  # noqa: TRY400
+                      error=f"{type(exc).__name__}: {exc}")
+            return str(error_detail("unfence", exc)["reason"])
+        run.fenced = False
+        log.info("migrate.writes_unfenced")
+        return None
+
+    async def _recover(self, run: _Run, tenant: Tenant, dead: dict[str, Any]) -> Tenant:
+        """Bring a tenant a dead rollout left mid-migration back to a step boundary.
+
+        Restores the dead rollout's pre-migration backup when the database is
+        not at a step boundary (a step or a restore was cut short), else
+        resumes from where the database is. Never backs up the database first.
+        """
+        subject = await self._subject(tenant)
+        run.subject = subject
+        await self._fence(run, subject)
+        interrupted = dead.get("step")
+        dead_rollout = dead.get("recovering") or dead.get("rollout")
+        state = None
+        try:
+            state = await subject.hooks.migration_state(subject.target)
+        except Exception as exc:
+            unreadable = f"{type(exc).__name__}: {exc}"
+        phase = dead.get("phase")
+        if state is not None and state.in_progress is None and phase != "restore":
+            run.recovery = {"action": "resumed", "rollout": dead_rollout,
+                            "interrupted_step": interrupted,
+                            "at_version": state.current_version}
+            log.warning("migrate.recovered", **run.recovery)
+            await self.s.control_plane.migrations.note_migration(
+                tenant.tenant_id, None, event="migration_recovered", detail=run.recovery)
+            return tenant
+        if state is not None and state.in_progress is not None:
+            why = f"step {state.in_progress} was cut short part-way"
+        elif phase == "restore":
+            why = "the restore of the pre-migration backup was cut short"
+        elif phase == "step":
+            why = f"step {interrupted} was cut short and the database cannot be read ({unreadable})"
+        else:
+            raise MigrationError(f"the database cannot be read: {unreadable}")
+        backup = dead.get("backup")
+        start = dead.get("start_version")
+        if not backup or not start:
+            raise MigrationError(
+                f"{why}, and rollout {dead_rollout} recorded no pre-migration backup: restore "
+                f"the tenant from `cloner backup list {tenant.tenant_id}` by hand"
+            )
+        # Recorded first: if this run dies in the restore, the next one restores again.
+        run.progress = {"rollout": self.rollout_id, "start_version": start,
+                        "target_version": dead.get("target_version"), "phase": "restore",
+                        "backup": backup, "step": interrupted, "recovering": dead_rollout}
+        await self._note(run)
+        log.warning("migrate.recovering", reason=why, backup=backup["path"])
+        await self._restore(run, subject, backup, start,
+                            detail={"recovering": dead_rollout, "interrupted_step": interrupted})
+        run.recovery = {"action": "restored", "rollout": dead_rollout,
+                        "interrupted_step": interrupted, "at_version": start, "reason": why,
+                        "backup": backup["path"]}
+        log.warning("migrate.recovered", **run.recovery)
+        fresh = await self.s.control_plane.migrations.note_migration(
+            tenant.tenant_id, None, event="migration_recovered", detail=run.recovery)
+        run.progress = {}
+        return fresh
 
     async def _prepare(
         self, run: _Run, tenant: Tenant
@@ -271,7 +423,9 @@ class TenantMigrator:
                                           status=Status.READY)
         log.warning("migrate.restoring", reason=why_restore)
         try:
-            await self._restore(run, subject)
+            assert run.backup is not None
+            await self._note(run, phase="restore")
+            await self._restore(run, subject, run.backup, run.start_version)
         except Exception as exc:
             # The message is the whole story: no traceback in the log.
             log.error("migrate.stuck", error=f"{type(exc).__name__}: {exc}")  # noqa: TRY400
@@ -308,31 +462,35 @@ class TenantMigrator:
         opposite = Direction.DOWN if script.direction is Direction.UP else Direction.UP
         return step.script(opposite)
 
-    async def _restore(self, run: _Run, subject: _Subject) -> None:
-        """Replace the database by the pre-migration backup, grants included."""
-        assert run.backup is not None
+    async def _restore(
+        self, run: _Run, subject: _Subject, backup: dict[str, Any], version: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace the database by a pre-migration ``backup`` (at ``version``), grants
+        included; the application logins stay fenced throughout."""
         settings = self.s.settings
         tenant, hooks, target = subject.tenant, subject.hooks, subject.target
         started = time.monotonic()
         info = await asyncio.to_thread(
-            verify_backup, settings.backups_dir, tenant.tenant_id, run.backup["path"])
+            verify_backup, settings.backups_dir, tenant.tenant_id, backup["path"])
         await hooks.drop_database(target)
         await subject.engine.restore(self.s.runtime, target, info.path)
         # The dump carries neither owners nor grants (as for `tenant restore`).
         await subject.engine.apply_rbac(target, settings.tenant_connection_limit)
+        # apply_rbac gives the roles their LOGIN back: fenced again until the outcome is.
+        await hooks.fence_logins(target, True)
         state = await hooks.migration_state(target)
-        if state.current_version != run.start_version:
+        if state.current_version != version or state.in_progress is not None:
             raise MigrationError(
-                f"the restored database is at {state.current_version}, "
-                f"not {run.start_version}"
+                f"the restored database is at {state.current_version}, not {version}"
             )
         duration_ms = int((time.monotonic() - started) * 1000)
         await self.s.control_plane.migrations.record_step(StepRecord(
             tenant.tenant_id, tenant.engine.value, "backup", "restore", run.reached,
-            run.start_version, str(info.sha256), duration_ms=duration_ms,
-            rollout_id=self.rollout_id, detail={"backup": str(info.path)},
+            version, str(info.sha256), duration_ms=duration_ms,
+            rollout_id=self.rollout_id, detail={"backup": str(info.path), **(detail or {})},
         ))
-        run.reached = run.start_version
+        run.reached = run.start_version = version
         run.steps.append({"step": "backup", "direction": "restore",
                           "duration_ms": duration_ms, "rollback": True})
 
@@ -341,6 +499,11 @@ class TenantMigrator:
         status: Status | None,
     ) -> TenantResult:
         plan = run.plan
+        if status is Status.READY and run.fenced:
+            # Back at a step boundary: the applications may write again.
+            problem = await self._unfence(run)
+            if problem is not None:
+                error = (error or {}) | {"unfence": problem}
         duration_s = time.monotonic() - run.started
         backup = (run.backup or {}).get("path")
         # Shielded: a tenant must not stay `migrating` because the caller was cancelled
@@ -349,11 +512,34 @@ class TenantMigrator:
             TenantOutcome(
                 self.rollout_id, plan.tenant_id, plan.engine, run.start_version,
                 self.target_version, run.reached, outcome.value, error, backup,
-                round(duration_s, 3),
+                round(duration_s, 3), run.recovery,
             ),
             status=status, error=error,
         ))
         return TenantResult(
             plan.tenant_id, plan.engine, run.start_version, self.target_version, run.reached,
-            outcome, plan.canary, tuple(run.steps), error, backup, duration_s,
+            outcome, plan.canary, tuple(run.steps), error, backup, duration_s, run.recovery,
         )
+
+
+async def release_fences(services: Services, engine: str, *, by: str | None) -> list[str]:
+    """Let in the application logins of every ``engine`` tenant still recorded as fenced
+    but no longer migrating (a crash between its outcome and the unfence); the tenant
+    ids released. Tenants left ``migrating`` keep their fence until recovered."""
+    cp = services.control_plane
+    released = []
+    for tenant in await cp.list_tenants():
+        if (tenant.engine.value != engine or not tenant.logins_fenced
+                or tenant.status is Status.MIGRATING):
+            continue
+        try:
+            driver, target = await services.target(tenant)
+            await migration_hooks(driver).fence_logins(target, False)
+            await cp.migrations.set_writes_fenced(tenant.tenant_id, False, by)
+        except Exception as exc:  # one unreachable tenant must not stop the others
+            log.warning("migrate.release_fence_failed", tenant_id=tenant.tenant_id,
+                        error=f"{type(exc).__name__}: {exc}")
+            continue
+        log.info("migrate.fence_released", tenant_id=tenant.tenant_id)
+        released.append(tenant.tenant_id)
+    return released

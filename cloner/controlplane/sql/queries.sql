@@ -164,9 +164,10 @@ SELECT * FROM rollout_tenants WHERE rollout_id = :rollout_id ORDER BY id;
 
 -- name: insert_rollout_outcome
 INSERT INTO rollout_tenants (rollout_id, tenant_id, engine, from_version, to_version,
-                             reached_version, outcome, error, backup, duration_s, finished_at)
+                             reached_version, outcome, error, backup, duration_s, finished_at,
+                             recovery)
 VALUES (:rollout_id, :tenant_id, :engine, :from_version, :to_version, :reached_version,
-        :outcome, :error, :backup, :duration_s, :now)
+        :outcome, :error, :backup, :duration_s, :now, :recovery)
 ON CONFLICT (rollout_id, tenant_id) DO NOTHING;
 
 -- name: outcomes_since
@@ -191,6 +192,14 @@ SELECT * FROM migration_steps WHERE id > :after ORDER BY id;
 -- Status, error and owning rollout of a tenant being migrated (transition checked by caller).
 UPDATE tenants SET status = :status, error = :error, rollout_id = :rollout_id, updated_at = :now
  WHERE tenant_id = :tenant_id;
+
+-- name: set_tenant_migration_progress
+-- The migration in flight on a tenant (JSON, NULL when none): survives the rollout's process.
+UPDATE tenants SET migration = :migration, updated_at = :now WHERE tenant_id = :tenant_id;
+
+-- name: set_tenant_writes_fenced
+-- When the tenant's application logins were last fenced for a migration (JSON).
+UPDATE tenants SET writes_fenced = :writes_fenced, updated_at = :now WHERE tenant_id = :tenant_id;
 
 -- name: set_tenant_version
 UPDATE tenants SET template_version = :version, previous_versions = :previous_versions,
