@@ -348,6 +348,11 @@ class TenantService:
             "backup": tenant.backup,
             "created_at": tenant.created_at.isoformat(),
             "updated_at": tenant.updated_at.isoformat(),
+            # The migration in flight (its step, phase, pre-migration backup), None when none.
+            "migration": tenant.migration,
+            # The latest fence of the application logins: since, until (None while fenced),
+            # seconds.
+            "writes_fenced": tenant.writes_fenced,
         }
         if events:
             history = await self.app.control_plane.events(tenant.tenant_id)

@@ -290,6 +290,14 @@ def _describe(data: dict[str, Any]) -> str:
         lines.append(f"timings:    {timings['total_s']:.2f}s ({steps})")
     if data.get("error"):
         lines.append(f"error:      {data['error'].get('step')}: {data['error'].get('reason')}")
+    flight = data.get("migration")
+    if flight:
+        lines.append(f"migration:  {flight.get('phase')} {flight.get('step') or ''} "
+                     f"(from {flight.get('start_version')}, rollout {flight.get('rollout')})")
+    fence = data.get("writes_fenced")
+    if fence:
+        lines.append(f"writes:     fenced since {fence['since']}" if fence.get("until") is None
+                     else f"writes:     last fenced {fence['since']} for {fence['seconds']}s")
     return "\n".join(lines)
 
 

@@ -123,6 +123,12 @@ def _print_rollout(result: RolloutResult) -> None:
         if r.error:
             line += f"  ({r.error.get('step')}: {r.error.get('reason')})"
         click.echo(line)
+        if r.recovery:
+            rec = r.recovery
+            click.echo(f"  {'':<22} recovered from rollout {rec.get('rollout')} "
+                       f"(step {rec.get('interrupted_step') or '-'} cut short): "
+                       f"{rec.get('action')} at {rec.get('at_version')}"
+                       + (f" from {rec['backup']}" if rec.get("backup") else ""))
     summary = ", ".join(f"{k} {v}" for k, v in sorted(result.summary().items())) or "nothing"
     click.echo(f"rollout {result.rollout_id}: {result.status} in {result.seconds:.1f}s "
                f"({summary})")
@@ -155,6 +161,10 @@ def migrate_status(engine: str | None, as_json: bool) -> None:
         last = t["last_migration"]
         shown = "-" if last is None else (
             f"{last['outcome']} ({last['from_version']} → {last['reached_version']})")
+        flight = t.get("migration")
+        if t["status"] == "migrating" and flight:
+            shown = (f"in flight: {flight.get('phase')} {flight.get('step') or ''}".rstrip()
+                     + f" (rollout {str(flight.get('rollout'))[:12]})")
         lines.append((t["tenant_id"], t["status"], t["engine"], t["template_version"], shown))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     for line in lines:

@@ -63,9 +63,16 @@ FENCED_ROLES = ("app", "readonly")
 
 
 def fenced_logins(credentials: Credentials) -> tuple[str, ...]:
-    """Login names ``MigrationHooks.fence_logins`` locks: those of the tenant's current
-    credentials for the application roles (whatever login names those roles have now)."""
-    return tuple(credentials.roles[r].username for r in FENCED_ROLES if r in credentials.roles)
+    """Login names ``MigrationHooks.fence_logins`` locks: every login the tenant's
+    credentials hold for the application roles, whatever their names are now (a
+    credential rotation's ``pending`` and ``retiring`` logins too, where present)."""
+    names: dict[str, None] = {}
+    for field_name in ("roles", "pending", "retiring"):
+        held = getattr(credentials, field_name, None) or {}
+        for role in FENCED_ROLES:
+            if role in held:
+                names[held[role].username] = None
+    return tuple(names)
 
 
 @dataclass(frozen=True)

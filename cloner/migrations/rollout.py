@@ -41,6 +41,7 @@ from cloner.migrations.runner import (
     TenantResult,
     error_detail,
     migration_hooks,
+    release_fences,
 )
 from cloner.migrations.status import sync_migration_metrics
 from cloner.pipeline.context import Services
@@ -157,6 +158,8 @@ class Rollout:
         heartbeat = asyncio.create_task(self._heartbeat(rollout_id),
                                         name=f"cloner-rollout-{rollout_id}")
         try:
+            # Fences a crash left on tenants no longer migrating: lifted before anything else.
+            await release_fences(self.s, plan.engine, by=rollout_id)
             await self._execute(plan, rollout_id, result)
         except BaseException:
             # Cancelled (Ctrl-C) or a bug: say so now rather than after the stale timeout.

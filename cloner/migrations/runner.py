@@ -187,9 +187,12 @@ class TenantMigrator:
     def __init__(
         self, services: Services, *, rollout_id: str, target_version: str,
         actor: str | None = None, allow_destructive: bool = False,
-        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        lock_timeout_s: float = LOCK_TIMEOUT_S, recover_only: bool = False,
     ) -> None:
         self.s = services
+        #: ``migrate repair``: bring a tenant a dead rollout left behind to a step boundary
+        #: (and ready, logins unfenced) without migrating it any further.
+        self.recover_only = recover_only
         self.rollout_id = rollout_id
         self.target_version = target_version
         self.actor = actor
@@ -225,6 +228,12 @@ class TenantMigrator:
                           error=f"{type(exc).__name__}: {exc}")
                 return await self._record(run, Outcome.STUCK, error_detail("recover", exc),
                                           status=Status.MIGRATING)
+        if self.recover_only:
+            restored = (run.recovery or {}).get("action") == "restored"
+            if run.recovery is not None and not restored:
+                run.start_version = run.reached = str(run.recovery["at_version"])
+            return await self._record(run, Outcome.RESTORED if restored else Outcome.UP_TO_DATE,
+                                      None, status=Status.READY)
         try:
             subject, steps = await self._prepare(run, tenant)
         except Exception as exc:  # checksums, path, or the database did not answer: untouched

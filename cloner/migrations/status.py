@@ -10,19 +10,26 @@ did, whichever process ran it.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from cloner.catalog.migrations import MigrationCatalog
 from cloner.controlplane import ControlPlane
 from cloner.controlplane.migrations import StepRecord
-from cloner.domain import Status, parse_engine
+from cloner.domain import Status, Tenant, parse_engine
 from cloner.engines import get_engine
 from cloner.errors import InvalidInput, InvalidTransition, TenantNotFound
 from cloner.logging import get_logger
 from cloner.metrics import Metrics
 from cloner.migrations.errors import RolloutInProgress
-from cloner.migrations.runner import error_detail, migration_hooks
+from cloner.migrations.plan import TenantPlan
+from cloner.migrations.runner import (
+    TenantMigrator,
+    error_detail,
+    migration_hooks,
+    release_fences,
+)
 from cloner.pipeline.context import Services
 
 log = get_logger(__name__)
@@ -63,9 +70,13 @@ async def migration_status(control_plane: ControlPlane, engine: str | None = Non
             "status": tenant.status.value, "template_version": tenant.template_version,
             "previous_versions": list(tenant.previous_versions),
             "last_migration": None if last is None else {
-                k: last[k] for k in ("rollout_id", "outcome", "from_version", "to_version",
-                                     "reached_version", "error", "backup", "finished_at")
+                k: last.get(k) for k in ("rollout_id", "outcome", "from_version", "to_version",
+                                         "reached_version", "error", "backup", "finished_at",
+                                         "recovery")
             },
+            # The migration in flight (the step a dead rollout left cut short, its backup).
+            "migration": tenant.migration,
+            "writes_fenced": tenant.writes_fenced,
         })
     versions: dict[str, dict[str, int]] = {}
     for (eng, version), n in sorted((await registry.version_counts()).items()):
@@ -106,6 +117,9 @@ async def repair(
     """Accept edited, already-applied migrations: record the catalog's checksums in the
     tenant databases, like Flyway's ``repair``, and keep the old ones in the registry.
 
+    First, tenants a dead rollout left ``migrating`` are brought back to a step
+    boundary (the pre-migration backup restored when a step was cut short) and
+    made ready, and application logins still fenced after a crash are let in.
     Only ready tenants are repaired, and never while a rollout runs (it may be
     validating the same records). Named tenants must exist and run ``engine``.
     """
@@ -118,24 +132,29 @@ async def repair(
     hooks = migration_hooks(driver)
     catalog = MigrationCatalog(services.settings.templates_dir)
     all_tenants = {t.tenant_id: t for t in await cp.list_tenants()}
-    if tenants:
-        chosen = []
-        for tenant_id in dict.fromkeys(tenants):
-            tenant = all_tenants.get(tenant_id)
-            if tenant is None:
-                raise TenantNotFound(f"no tenant {tenant_id!r}")
-            if tenant.engine is not eng:
-                raise InvalidInput(f"tenant {tenant_id!r} runs {tenant.engine.value}, not {engine}")
-            if tenant.status is not Status.READY:
-                raise InvalidTransition(
-                    f"tenant {tenant_id!r} is {tenant.status.value}; only a ready tenant can be "
-                    "repaired"
-                )
-            chosen.append(tenant)
-    else:
-        chosen = [t for t in all_tenants.values()
-                  if t.engine is eng and t.status is Status.READY]
-    results = []
+    for tenant_id in dict.fromkeys(tenants):
+        tenant = all_tenants.get(tenant_id)
+        if tenant is None:
+            raise TenantNotFound(f"no tenant {tenant_id!r}")
+        if tenant.engine is not eng:
+            raise InvalidInput(f"tenant {tenant_id!r} runs {tenant.engine.value}, not {engine}")
+        if tenant.status not in (Status.READY, Status.MIGRATING):
+            raise InvalidTransition(
+                f"tenant {tenant_id!r} is {tenant.status.value}; only a ready tenant (or one "
+                "a dead rollout left migrating) can be repaired"
+            )
+    named = set(tenants)
+    results: list[RepairResult] = []
+    stranded = [t for t in all_tenants.values()
+                if t.engine is eng and t.status is Status.MIGRATING
+                and (not named or t.tenant_id in named)]
+    recovered = await _recover_stranded(services, eng.value, stranded, actor)
+    results.extend(recovered.values())
+    await release_fences(services, eng.value, by="repair")
+    all_tenants = {t.tenant_id: t for t in await cp.list_tenants()}
+    chosen = [t for t in all_tenants.values()
+              if t.engine is eng and t.status is Status.READY
+              and (not named or t.tenant_id in named) and t.tenant_id not in recovered]
     for tenant in chosen:
         repaired: list[str] = []
         problems: list[str] = []
@@ -162,6 +181,49 @@ async def repair(
         if repaired:
             log.info("migrate.repaired", tenant_id=tenant.tenant_id, steps=repaired)
         results.append(RepairResult(tenant.tenant_id, tuple(repaired), tuple(problems)))
+    return results
+
+
+async def _recover_stranded(
+    services: Services, engine: str, stranded: list[Tenant], actor: str | None,
+) -> dict[str, RepairResult]:
+    """Recover (``TenantMigrator(recover_only=True)``) tenants a dead rollout left
+    migrating, under a rollout record of their own so the registry says who did it."""
+    if not stranded:
+        return {}
+    cp = services.control_plane
+    rollout_id = uuid.uuid4().hex
+    await cp.migrations.start_rollout(
+        rollout_id, engine, "repair", actor=actor, options={"repair": True},
+        plan=[{"tenant_id": t.tenant_id, "recover": True} for t in stranded],
+    )
+    migrator = TenantMigrator(services, rollout_id=rollout_id, target_version="repair",
+                              actor=actor, recover_only=True)
+    outcomes: dict[str, int] = {}
+    results: dict[str, RepairResult] = {}
+    try:
+        for tenant in stranded:
+            if tenant.migration is None:
+                results[tenant.tenant_id] = RepairResult(tenant.tenant_id, (), (
+                    "migrating without a record of the migration in flight (left by an older "
+                    "cloner); run `cloner migrate --to` again to adopt it",))
+                continue
+            item = TenantPlan(tenant.tenant_id, engine, tenant.status.value,
+                              tenant.template_version, tenant.template_version, adopt=True)
+            done = await migrator.run(item)
+            outcomes[done.outcome.value] = outcomes.get(done.outcome.value, 0) + 1
+            if done.outcome.value in {"stuck", "skipped"}:
+                results[tenant.tenant_id] = RepairResult(
+                    tenant.tenant_id, (), (str((done.error or {}).get("reason")),))
+                continue
+            recovery = done.recovery or {}
+            line = (f"recovered: {recovery.get('action', 'ready')} at {done.reached_version}"
+                    + (f" from {recovery['backup']}" if recovery.get("backup") else ""))
+            results[tenant.tenant_id] = RepairResult(tenant.tenant_id, (line,), ())
+    finally:
+        await cp.migrations.finish_rollout(
+            rollout_id, "succeeded" if all(not r.problems for r in results.values())
+            else "failed", outcomes)
     return results
 
 
