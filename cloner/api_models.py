@@ -153,6 +153,12 @@ class TenantDocument(BaseModel):
     backup: dict[str, Any] | None = Field(description="The last backup, once one was taken.")
     created_at: datetime
     updated_at: datetime
+    migration: dict[str, Any] | None = Field(
+        default=None, description="The schema migration in flight: `rollout`, `start_version`, "
+        "`phase` (backup, step, restore), `step`, pre-migration `backup`; null when none.")
+    writes_fenced: dict[str, Any] | None = Field(
+        default=None, description="The latest time a migration fenced the application logins: "
+        "`since`, `until` (null while still fenced), `seconds`, `rollout`.")
     events: list[TenantEvent] | None = Field(
         default=None, description="The newest history entries (showing one tenant only).",
     )
