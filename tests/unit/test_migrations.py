@@ -776,3 +776,150 @@ def test_migrating_transitions(source: Status, target: Status, allowed: bool) ->
     else:
         with pytest.raises(InvalidTransition):
             check_transition(source, target)
+
+
+# ------------------------------------------------ fenced writes, interrupted rollouts (M7, M8)
+
+
+async def test_logins_are_fenced_from_before_the_backup_until_the_tenant_is_ready(
+    env: Env,
+) -> None:
+    """fence_logins(True) before the pre-migration backup, (False) once migrated; the
+    registry records the period (since, until, seconds) with an event at each end."""
+    await provision(env, "acme")
+    result = await rollout(env)
+    assert outcomes(result) == {"acme": "migrated"}
+    hooks = env.engine.hooks("acme")
+    assert hooks.count("fence_logins") == 2
+    assert hooks.index("fence_logins") < hooks.index("backup")
+    assert "acme" not in env.engine.fenced
+    tenant = await env.tenant("acme")
+    assert not tenant.logins_fenced and tenant.migration is None
+    assert tenant.writes_fenced is not None
+    assert tenant.writes_fenced["rollout"] == result.rollout_id
+    assert tenant.writes_fenced["seconds"] >= 0 and tenant.writes_fenced["until"]
+    kinds = [e["kind"] for e in await env.cp.events("acme")]
+    assert kinds.index("writes_fenced") < kinds.index("backup") < kinds.index("writes_unfenced")
+
+
+async def test_stuck_tenant_keeps_its_fence_until_a_later_run_recovers_it(env: Env) -> None:
+    """Step and restore both fail: stuck, logins stay fenced (the database is not at a step
+    boundary); the next run restores that run's backup, migrates, then lets them in."""
+    await provision(env, "acme")
+    env.engine.transactional_ddl = False
+    env.engine.failing_steps.add("v1.1-v1.2 up")
+    env.engine.fail["apply_rbac"] = TemplateError("rbac refused")
+    first = await rollout(env)
+    assert outcomes(first) == {"acme": "stuck"}
+    stuck = await env.tenant("acme")
+    assert stuck.logins_fenced and "acme" in env.engine.fenced
+    assert stuck.migration is not None and stuck.migration["phase"] == "restore"
+
+    del env.engine.fail["apply_rbac"]
+    env.engine.failing_steps.clear()
+    again = await rollout(env)
+    assert outcomes(again) == {"acme": "migrated"}
+    recovery = again.results[0].recovery
+    assert recovery is not None and recovery["action"] == "restored"
+    assert recovery["backup"] == stuck.migration["backup"]["path"]
+    assert "acme" not in env.engine.fenced
+    assert not (await env.tenant("acme")).logins_fenced
+
+
+async def _interrupt_mid_step(env: Env, *, half_applied: bool) -> dict[str, Any]:
+    """Ctrl-C while the first step runs (its first statement committed when
+    ``half_applied``); the tenant's migration record after it."""
+    gate = asyncio.Event()
+    env.engine.hold["apply_migration_step"] = gate
+    task = asyncio.create_task(rollout(env))
+    await env.engine.wait_entered("apply_migration_step")
+    if half_applied:
+        env.engine.in_progress["acme"] = "v1.0-v1.1:up"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del env.engine.hold["apply_migration_step"]
+    tenant = await env.tenant("acme")
+    assert tenant.status is Status.MIGRATING
+    assert tenant.logins_fenced and "acme" in env.engine.fenced
+    assert tenant.migration is not None
+    assert (tenant.migration["phase"], tenant.migration["step"]) == ("step", "v1.0-v1.1 up")
+    return tenant.migration
+
+
+async def test_half_applied_step_of_a_dead_rollout_is_restored_from_its_backup(
+    env: Env,
+) -> None:
+    """The next run restores the dead rollout's backup (no new backup of the half-migrated
+    database first), then migrates and reports the recovery."""
+    await provision(env, "acme")
+    env.engine.transactional_ddl = False
+    dead = await _interrupt_mid_step(env, half_applied=True)
+    seen = len(env.engine.hooks("acme"))
+
+    result = await rollout(env)
+    assert outcomes(result) == {"acme": "migrated"}
+    recovery = result.results[0].recovery
+    assert recovery is not None
+    assert (recovery["action"], recovery["interrupted_step"], recovery["backup"]) == (
+        "restored", "v1.0-v1.1 up", dead["backup"]["path"])
+    # Restored first (never a backup of the half-migrated database), then a fresh backup.
+    after = env.engine.hooks("acme")[seen:]
+    assert after.index("restore") < after.index("backup")
+    tenant = await env.tenant("acme")
+    assert (tenant.status, tenant.template_version, tenant.migration) == (
+        Status.READY, "v1.2", None)
+    assert "acme" not in env.engine.fenced
+    status = await migration_status(env.cp)
+    assert status["tenants"][0]["last_migration"]["recovery"]["action"] == "restored"
+    assert "migration_recovered" in [e["kind"] for e in await env.cp.events("acme")]
+
+
+async def test_dead_rollout_at_a_step_boundary_is_resumed(env: Env) -> None:
+    """A transactional step cut short left nothing behind: the next run resumes."""
+    await provision(env, "acme")
+    await _interrupt_mid_step(env, half_applied=False)
+    result = await rollout(env)
+    assert outcomes(result) == {"acme": "migrated"}
+    recovery = result.results[0].recovery
+    assert recovery is not None and recovery["action"] == "resumed"
+    assert "restore" not in env.engine.hooks("acme")
+    assert "acme" not in env.engine.fenced
+
+
+async def test_half_applied_step_without_a_recorded_backup_stays_stuck(env: Env) -> None:
+    """No backup to restore from: the tenant stays migrating and fenced, nothing is backed
+    up or restored."""
+    await provision(env, "acme")
+    env.engine.transactional_ddl = False
+    await _interrupt_mid_step(env, half_applied=True)
+    tenant = await env.tenant("acme")
+    assert tenant.migration is not None
+    await env.cp.migrations.note_migration("acme", tenant.migration | {"backup": None})
+    backups = env.engine.hooks("acme").count("backup")
+    result = await rollout(env)
+    assert outcomes(result) == {"acme": "stuck"}
+    assert "no pre-migration backup" in (result.results[0].error or {})["reason"]
+    assert env.engine.hooks("acme").count("backup") == backups
+    assert "restore" not in env.engine.hooks("acme")
+    assert (await env.tenant("acme")).logins_fenced
+
+
+async def test_repair_recovers_a_stranded_tenant_and_lifts_leftover_fences(env: Env) -> None:
+    """`migrate repair` restores the dead rollout's backup (without migrating further) and
+    lets in the logins of a ready tenant a crash left fenced."""
+    await provision(env, "acme")
+    await provision(env, "other")
+    env.engine.transactional_ddl = False
+    await _interrupt_mid_step(env, half_applied=True)
+    await env.cp.migrations.set_writes_fenced("other", True, "crashed")
+    env.engine.fenced.add("other")
+
+    results = {r.tenant_id: r for r in await repair(env.app.services, engine="postgres")}
+    assert results["acme"].repaired and results["acme"].repaired[0].startswith(
+        "recovered: restored at v1.0")
+    acme = await env.tenant("acme")
+    assert (acme.status, acme.template_version, acme.logins_fenced) == (
+        Status.READY, "v1.0", False)
+    assert env.engine.fenced == set()
+    assert not (await env.tenant("other")).logins_fenced
