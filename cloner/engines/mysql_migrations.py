@@ -190,6 +190,11 @@ async def _apply_locked(
         try:
             await cur.execute(statement.sql)
         except (pymysql.err.MySQLError, OSError, TimeoutError) as exc:
+            if done == 0:
+                # A failed DDL statement leaves nothing behind (atomic DDL): with none
+                # committed the database is still at the step's source version.
+                with contextlib.suppress(pymysql.err.MySQLError, OSError):
+                    await _set_comment(cur, database, "")
             first = statement.sql.splitlines()[0][:80]
             raise MigrationError(
                 f"tenant {tenant_id}: {script.label} failed at line {statement.line} "
