@@ -85,6 +85,7 @@ CATALOG_NAMES = frozenset({
     "pg_get_functiondef", "pg_get_triggerdef", "pg_get_viewdef", "pg_hba_file_rules",
     "pg_index", "pg_indexes", "pg_namespace", "pg_operator", "pg_proc", "pg_read_file",
     "pg_roles", "pg_sequences", "pg_tables", "pg_trigger", "pg_type", "to_regclass",
+    "pg_stat_activity", "pg_terminate_backend", "pg_backend_pid",
 })
 #: Objects with a lower oid came with the server (``FirstNormalObjectId``).
 FIRST_NORMAL_OID = 16384
@@ -938,7 +939,8 @@ class PostgresEngine:
             return
         async with self._session(target, database="postgres") as conn:
             for user in users:
-                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", user)
                 if exists:
                     await conn.execute(
                         f"ALTER ROLE {quote_ident(user)} {'NOLOGIN' if fenced else 'LOGIN'}")
@@ -948,8 +950,10 @@ class PostgresEngine:
             while True:
                 # pg_terminate_backend only signals: the backend may still finish a commit.
                 left = await conn.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE usename = ANY($1::text[]) AND pid <> pg_backend_pid()", users)
+                    "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+                    "FROM pg_catalog.pg_stat_activity "
+                    "WHERE usename = ANY($1::text[]) AND pid <> pg_catalog.pg_backend_pid()",
+                    users)
                 if not left:
                     return
                 if time.monotonic() >= deadline:
