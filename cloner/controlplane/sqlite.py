@@ -696,10 +696,20 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
             row["previous_versions"] if "previous_versions" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row has no __contains__ for names
             row["request_id"],
         ),
-        migration=_loads(row["migration"]) if "migration" in row.keys() else None,  # noqa: SIM118
-        writes_fenced=(_loads(row["writes_fenced"])
-                       if "writes_fenced" in row.keys() else None),  # noqa: SIM118
+        migration=_of_incarnation(row, "migration"),
+        writes_fenced=_of_incarnation(row, "writes_fenced"),
     )
+
+
+def _of_incarnation(row: aiosqlite.Row, column: str) -> dict[str, Any] | None:
+    """A JSON record of the tenant row, if it belongs to the row's incarnation (the
+    request that created it): a re-created tenant id starts without its predecessor's."""
+    if column not in row.keys():  # noqa: SIM118 - a file opened with migrations held back
+        return None
+    record = _loads(row[column])
+    if not isinstance(record, dict) or record.get("request") != row["request_id"]:
+        return None
+    return record
 
 
 def _request(row: aiosqlite.Row) -> Request:

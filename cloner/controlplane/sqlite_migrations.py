@@ -236,11 +236,14 @@ class SQLiteMigrationRegistry:
         """Replace ``tenants.migration`` (+ an event) in one transaction."""
         async with self.cp._write() as db:
             cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
-            if await cursor.fetchone() is None:
+            row = await cursor.fetchone()
+            if row is None:
                 raise TenantNotFound(f"no tenant {tenant_id!r}")
+            # Stamped with the incarnation: a re-created tenant id never inherits it.
             await db.execute(QUERIES["set_tenant_migration_progress"], {
                 "tenant_id": tenant_id, "now": _now_iso(),
-                "migration": json.dumps(migration) if migration is not None else None,
+                "migration": None if migration is None
+                else json.dumps(migration | {"request": row["request_id"]}),
             })
             if event is not None:
                 await self.cp._event(db, tenant_id, event, detail or {})
@@ -260,7 +263,7 @@ class SQLiteMigrationRegistry:
             record: dict[str, Any] | None = None
             if fenced and not active:
                 record = {"since": _now_iso(), "until": None, "seconds": None,
-                          "rollout": rollout_id}
+                          "rollout": rollout_id, "request": row["request_id"]}
                 event = "writes_fenced"
             elif not fenced and active and current is not None:
                 until = _now_iso()

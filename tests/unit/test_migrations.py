@@ -923,3 +923,21 @@ async def test_repair_recovers_a_stranded_tenant_and_lifts_leftover_fences(env: 
         Status.READY, "v1.0", False)
     assert env.engine.fenced == set()
     assert not (await env.tenant("other")).logins_fenced
+
+
+async def test_re_created_tenant_does_not_inherit_a_migration_record_or_fence(env: Env) -> None:
+    """The migration in flight and the fence belong to the incarnation: a tenant id made
+    again never restores its predecessor's backup or reports its fence."""
+    await provision(env, "acme")
+    await env.cp.migrations.note_migration("acme", {
+        "rollout": "dead", "phase": "step", "step": "v1.0-v1.1 up", "start_version": "v1.0",
+        "backup": {"path": "/old/acme.dump"}})
+    await env.cp.migrations.set_writes_fenced("acme", True, "dead")
+    before = await env.tenant("acme")
+    assert before.migration is not None and before.logins_fenced
+    await env.cp.update_tenant("acme", TenantUpdate(status=Status.DEPROVISIONING))
+    await env.cp.update_tenant("acme", TenantUpdate(status=Status.FAILED))
+    await env.cp.enqueue(TenantSpec("acme", Engine.POSTGRES, Industry.NONE, "v1.0"),
+                         RequestKind.PROVISION, "acme", {})
+    again = await env.tenant("acme")
+    assert (again.migration, again.writes_fenced) == (None, None)
