@@ -326,7 +326,7 @@ class TenantMigrator:
         await self._fence(run, subject)
         interrupted = dead.get("step")
         dead_rollout = dead.get("recovering") or dead.get("rollout")
-        state = None
+        state, unreadable = None, ""
         try:
             state = await subject.hooks.migration_state(subject.target)
         except Exception as exc:
@@ -491,7 +491,9 @@ class TenantMigrator:
         state = await hooks.migration_state(target)
         if state.current_version != version or state.in_progress is not None:
             raise MigrationError(
-                f"the restored database is at {state.current_version}, not {version}"
+                f"the restored database is at {state.current_version}"
+                + (f" with {state.in_progress} marked in progress" if state.in_progress else "")
+                + f", not {version}"
             )
         duration_ms = int((time.monotonic() - started) * 1000)
         await self.s.control_plane.migrations.record_step(StepRecord(
