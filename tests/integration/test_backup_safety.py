@@ -23,7 +23,8 @@ from cloner.app import App
 from cloner.backups import list_backups, verify_backup
 from cloner.domain import RequestKind, Status, container_name, volume_name
 from cloner.engines import TenantTarget
-from cloner.errors import BackupError, InvalidTransition
+from cloner.engines.postgres import PostgresEngine
+from cloner.errors import BackupError, InvalidTransition, RuntimeFault
 from cloner.pipeline.deprovision import backup_kept_volume
 from cloner.tenants import TenantService
 from tests.integration.helpers import connect, run_workers, target_of
@@ -307,3 +308,32 @@ def create_volume(name: str, labels: dict[str, str]) -> None:
         client.volumes.create(name, labels=labels)
     finally:
         client.close()
+
+
+async def test_no_tenant_container_starts_on_a_volume_being_dumped(docker_app: App) -> None:
+    """While a dump helper runs on a kept volume, the runtime refuses to put the tenant's own
+    container (e.g. a reconciler repair) on the same data directory."""
+    app = docker_app
+    service = TenantService(app)
+    await provision(app, "bks-race")
+    deleted = await service.delete("bks-race", purge=False, actor=ACTOR)
+    await run(app, deleted.id)
+    tenant = await service.get("bks-race")
+    creds = await app.services.credentials("bks-race")
+    assert creds is not None
+    driver = PostgresEngine()
+    defaults = app.services.container_defaults("postgres")
+    helper = driver.volume_dump_spec(
+        "bks-race", "cloner-bks-race" + constants.VOLUME_DUMP_SUFFIX,
+        {constants.LABEL_ROLE: constants.ROLE_VOLUME_DUMP}, defaults)
+    await app.runtime.start_volume_helper(helper)
+    try:
+        labels = {constants.LABEL_TENANT: "bks-race",
+                  constants.LABEL_REQUEST: tenant.request_id or ""}
+        with pytest.raises(RuntimeFault, match="is being backed up"):
+            await app.runtime.ensure_container(
+                driver.container_spec("bks-race", creds, labels, defaults))
+        assert containers_on(volume_name("bks-race")) == [helper.name]
+    finally:
+        await app.runtime.remove_container(helper.name)
+    assert containers_on(volume_name("bks-race")) == []
