@@ -178,7 +178,9 @@ class TenantService:
         """Enqueue a deprovisioning request (backup first, volume kept unless purge)."""
         tenant = await self.get(tenant_id)
         allowed = {Status.READY, Status.DEGRADED, Status.FAILED, Status.DEPROVISIONING}
-        if purge:
+        if purge or not is_final(tenant.backup):
+            # Deleting a deprovisioned tenant again takes the final backup it lacks
+            # (deprovisioned before final backups were recorded) from its kept volume.
             allowed.add(Status.DEPROVISIONED)
         if tenant.status not in allowed:
             raise InvalidTransition(
@@ -254,9 +256,11 @@ class TenantService:
         problem = await asyncio.to_thread(
             final_backup_problem, self.app.settings.backups_dir, tenant.tenant_id, tenant.backup)
         if problem is not None:
+            hint = ("fix or put back the final backup file" if is_final(tenant.backup) else
+                    f"`cloner tenant delete {tenant.tenant_id}` takes one from the volume")
             raise InvalidTransition(
                 f"tenant {tenant.tenant_id!r} still has its data volume and {problem}; a "
-                "restore would replace that data: recover the volume by hand first"
+                f"restore would replace that data: {hint} first"
             )
 
     async def backup(self, tenant_id: str, *, actor: str | None = None) -> Request:

@@ -49,8 +49,8 @@ class Deprovisioner:
         purge = bool(request.payload.get("purge"))
         actor = request.payload.get("actor")
         tenant = await self._get(tenant_id)
-        if tenant.status is Status.DEPROVISIONED and not purge:
-            return tenant
+        if tenant.status is Status.DEPROVISIONED and not purge and is_final(tenant.backup):
+            return tenant  # done (redelivered); without a final backup, one is taken below
         step = "mark"
         was_deprovisioned = tenant.status is Status.DEPROVISIONED
         try:

@@ -21,6 +21,7 @@ import pytest
 from cloner import constants
 from cloner.app import App
 from cloner.backups import list_backups, verify_backup
+from cloner.controlplane import TenantUpdate
 from cloner.domain import RequestKind, Status, container_name, volume_name
 from cloner.engines import TenantTarget
 from cloner.engines.postgres import PostgresEngine
@@ -337,3 +338,36 @@ async def test_no_tenant_container_starts_on_a_volume_being_dumped(docker_app: A
     finally:
         await app.runtime.remove_container(helper.name)
     assert containers_on(volume_name("bks-race")) == []
+
+
+async def test_restore_guard_never_takes_an_older_backup_for_the_final_one(
+    docker_app: App,
+) -> None:
+    """A deprovisioned tenant whose recorded backup is an older on-demand one (what 891e6ad
+    left after deleting a tenant without container): restore is refused while the volume
+    holds newer data; `tenant delete` takes the final backup from the volume; the restore
+    then brings back the newest row."""
+    app = docker_app
+    service = TenantService(app)
+    target = await provision(app, "bks-guard")
+    on_demand = await service.backup("bks-guard", actor=ACTOR)
+    await run(app, on_demand.id)
+    older = (await service.get("bks-guard")).backup
+    assert older is not None
+    await add_marker(target, "newer@example.com")
+    deleted = await service.delete("bks-guard", purge=False, actor=ACTOR)
+    await run(app, deleted.id)
+    await app.control_plane.update_tenant("bks-guard", TenantUpdate(backup=older))
+
+    with pytest.raises(InvalidTransition, match="not the final one"):
+        await service.restore("bks-guard", actor=ACTOR)
+    again = await service.delete("bks-guard", purge=False, actor=ACTOR)
+    await run(app, again.id)
+    final = (await service.get("bks-guard")).backup
+    assert final is not None and final["final"] is True and final["source"] == "volume"
+
+    restore = await service.restore("bks-guard", actor=ACTOR)
+    await run(app, restore.id)
+    restored = await service.get("bks-guard")
+    assert restored.status is Status.READY, restored.error
+    assert await has_marker(await target_of(app, restored), "newer@example.com")
