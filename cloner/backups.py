@@ -217,10 +217,12 @@ def is_final(backup: dict[str, Any] | None) -> bool:
     return bool(backup and backup.get("final") is True and backup.get("request"))
 
 
-def final_backup_problem(backups_dir: Path, tenant_id: str,
-                         backup: dict[str, Any] | None) -> str | None:
+def final_backup_problem(backups_dir: Path, tenant_id: str, backup: dict[str, Any] | None,
+                         *, data_of: str | None = None) -> str | None:
     """None when ``backup`` is the tenant's final backup and verifies now, else why not.
 
+    With ``data_of`` (the request that created the data about to be removed or
+    replaced), the final backup must also have been taken from that data.
     Verification reads the archive back (SHA-256 against the manifest and the
     ``.sha256`` sidecar, as ``backup list`` does). Blocking: run in a thread.
     """
@@ -229,6 +231,10 @@ def final_backup_problem(backups_dir: Path, tenant_id: str,
     if not is_final(backup):
         return (f"the recorded backup is a {backup.get('reason') or 'earlier'} backup, "
                 "not the final one")
+    if data_of is not None and backup.get("data_request") != data_of:
+        return (f"the final backup was taken from the data of request "
+                f"{backup.get('data_request') or '?'}, not from the data kept now "
+                f"(request {data_of or '?'})")
     try:
         info = verify_backup(backups_dir, tenant_id, str(backup.get("path")))
     except InvalidBackup as exc:
