@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiomysql
 import docker
@@ -302,6 +303,16 @@ async def test_volume_backup_of_a_volume_without_a_server_fails_and_cleans_up(
     assert await asyncio.to_thread(list_backups, app.settings.backups_dir, "bks-empty") == []
 
 
+def inspect_host_config(name: str) -> dict[str, Any]:
+    """``docker inspect``'s HostConfig of a container."""
+    client = docker.from_env(timeout=30)
+    try:
+        config: dict[str, Any] = client.api.inspect_container(name)["HostConfig"]
+        return config
+    finally:
+        client.close()
+
+
 def create_volume(name: str, labels: dict[str, str]) -> None:
     """A volume carrying this install's labels, as if cloner had created it."""
     client = docker.from_env(timeout=30)
@@ -335,6 +346,12 @@ async def test_no_tenant_container_starts_on_a_volume_being_dumped(docker_app: A
             await app.runtime.ensure_container(
                 driver.container_spec("bks-race", creds, labels, defaults))
         assert containers_on(volume_name("bks-race")) == [helper.name]
+        host_config = await asyncio.to_thread(inspect_host_config, helper.name)
+        assert host_config["NetworkMode"] == "none" and not host_config.get("PortBindings")
+        assert host_config["ReadonlyRootfs"] is True and host_config["CapDrop"] == ["ALL"]
+        assert host_config["SecurityOpt"] == ["no-new-privileges"]
+        assert host_config["Memory"] == app.settings.tenant_memory_limit_bytes
+        assert host_config["RestartPolicy"]["Name"] in ("no", "")
     finally:
         await app.runtime.remove_container(helper.name)
     assert containers_on(volume_name("bks-race")) == []
