@@ -213,8 +213,11 @@ def list_backups(backups_dir: Path, tenant_id: str | None = None) -> list[Backup
 
 def is_final(backup: dict[str, Any] | None) -> bool:
     """True when ``backup`` is a tenant's final backup: taken by a deprovision request
-    and recorded as such (an on-demand or pre-migration backup never is)."""
-    return bool(backup and backup.get("final") is True and backup.get("request"))
+    and recorded as such, with the request whose data it holds (``data_request``). An
+    on-demand or pre-migration backup never is; a record without ``data_request``
+    (written before it existed) is not either, so a new final backup is taken."""
+    return bool(backup and backup.get("final") is True and backup.get("request")
+                and "data_request" in backup)
 
 
 def final_backup_problem(backups_dir: Path, tenant_id: str, backup: dict[str, Any] | None,
