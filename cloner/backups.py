@@ -213,14 +213,19 @@ def list_backups(backups_dir: Path, tenant_id: str | None = None) -> list[Backup
 
 def is_final(backup: dict[str, Any] | None) -> bool:
     """True when ``backup`` is a tenant's final backup: taken by a deprovision request
-    and recorded as such (an on-demand or pre-migration backup never is)."""
-    return bool(backup and backup.get("final") is True and backup.get("request"))
+    and recorded as such, with the request whose data it holds (``data_request``). An
+    on-demand or pre-migration backup never is; a record without ``data_request``
+    (written before it existed) is not either, so a new final backup is taken."""
+    return bool(backup and backup.get("final") is True and backup.get("request")
+                and "data_request" in backup)
 
 
-def final_backup_problem(backups_dir: Path, tenant_id: str,
-                         backup: dict[str, Any] | None) -> str | None:
+def final_backup_problem(backups_dir: Path, tenant_id: str, backup: dict[str, Any] | None,
+                         *, data_of: str | None = None) -> str | None:
     """None when ``backup`` is the tenant's final backup and verifies now, else why not.
 
+    With ``data_of`` (the request that created the data about to be removed or
+    replaced), the final backup must also have been taken from that data.
     Verification reads the archive back (SHA-256 against the manifest and the
     ``.sha256`` sidecar, as ``backup list`` does). Blocking: run in a thread.
     """
@@ -229,6 +234,10 @@ def final_backup_problem(backups_dir: Path, tenant_id: str,
     if not is_final(backup):
         return (f"the recorded backup is a {backup.get('reason') or 'earlier'} backup, "
                 "not the final one")
+    if data_of is not None and backup.get("data_request") != data_of:
+        return (f"the final backup was taken from the data of request "
+                f"{backup.get('data_request') or '?'}, not from the data kept now "
+                f"(request {data_of or '?'})")
     try:
         info = verify_backup(backups_dir, tenant_id, str(backup.get("path")))
     except InvalidBackup as exc:

@@ -164,7 +164,9 @@ class OrphanService:
         await self._free_volume(tid, actor)
         backup = await self._backup(volume, tid, "orphan-adopt", actor)
         backup |= {"industry": spec.industry.value, "final": True,
-                   "request": volume.labels.get(constants.LABEL_REQUEST) or backup.get("request")}
+                   "request": volume.labels.get(constants.LABEL_REQUEST) or backup.get("request"),
+                   # Taken from this volume's data: purge and restore compare the two.
+                   "data_request": volume.labels.get(constants.LABEL_REQUEST, "")}
         # The manifest is what `tenant restore` reads the spec from: it gets the industry
         # found above (the archive and its checksum are unchanged).
         await asyncio.to_thread(write_manifest, _path(backup), backup)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cloner import constants
@@ -178,19 +179,22 @@ class TenantService:
         """Enqueue a deprovisioning request (backup first, volume kept unless purge)."""
         tenant = await self.get(tenant_id)
         allowed = {Status.READY, Status.DEGRADED, Status.FAILED, Status.DEPROVISIONING}
-        if purge:
+        if purge or not is_final(tenant.backup):
+            # Deleting a deprovisioned tenant again takes the final backup it lacks
+            # (deprovisioned before final backups were recorded) from its kept volume.
             allowed.add(Status.DEPROVISIONED)
         if tenant.status not in allowed:
             raise InvalidTransition(
                 f"tenant {tenant_id!r} is {tenant.status.value}; cannot delete it now"
             )
         if (purge and tenant.status is Status.DEPROVISIONED and is_final(tenant.backup)
-                and await self._has_data(tenant)):
+                and (data_of := await self._data_of(tenant)) is not None):
             # Refused up front when the final backup is already bad; the worker checks
             # once more right before it removes the volume. (Without a final backup on
             # record, the worker takes one from the kept volume before purging.)
             problem = await asyncio.to_thread(
-                final_backup_problem, self.app.settings.backups_dir, tenant_id, tenant.backup)
+                partial(final_backup_problem, data_of=data_of),
+                self.app.settings.backups_dir, tenant_id, tenant.backup)
             if problem is not None:
                 raise InvalidTransition(
                     f"refusing to purge {tenant_id!r}: {problem}; the volume is kept")
@@ -198,8 +202,12 @@ class TenantService:
             None, RequestKind.DEPROVISION, tenant_id, {"purge": purge, "actor": actor}
         )
 
-    async def _has_data(self, tenant: Tenant) -> bool:
-        return await self.app.services.host(get_engine(tenant.engine)).has_data(tenant.tenant_id)
+    async def _data_of(self, tenant: Tenant) -> str | None:
+        """The request that created the tenant's kept data ("" unknown), None without data."""
+        host = self.app.services.host(get_engine(tenant.engine))
+        if not await host.has_data(tenant.tenant_id):
+            return None
+        return await host.data_request(tenant.tenant_id)
 
     async def restore(
         self, tenant_id: str, backup: str | None = None, *, actor: str | None = None
@@ -247,16 +255,22 @@ class TenantService:
         final backup taken when its container was removed. An on-demand or
         pre-migration backup is older than the volume and never counts.
         """
-        if tenant.status is Status.PURGED or not await self._has_data(tenant):
+        data_of = None if tenant.status is Status.PURGED else await self._data_of(tenant)
+        if data_of is None:
             return
-        if is_final(tenant.backup) and (tenant.backup or {}).get("sha256") == chosen.sha256:
-            return  # the chosen backup is the final one, and it was just verified
+        final = tenant.backup or {}
+        if (is_final(tenant.backup) and final.get("sha256") == chosen.sha256
+                and final.get("data_request") == data_of):
+            return  # the chosen backup is the final one of this data, and it was just verified
         problem = await asyncio.to_thread(
-            final_backup_problem, self.app.settings.backups_dir, tenant.tenant_id, tenant.backup)
+            partial(final_backup_problem, data_of=data_of),
+            self.app.settings.backups_dir, tenant.tenant_id, tenant.backup)
         if problem is not None:
+            hint = ("fix or put back the final backup file" if is_final(tenant.backup) else
+                    f"`cloner tenant delete {tenant.tenant_id}` takes one from the volume")
             raise InvalidTransition(
                 f"tenant {tenant.tenant_id!r} still has its data volume and {problem}; a "
-                "restore would replace that data: recover the volume by hand first"
+                f"restore would replace that data: {hint} first"
             )
 
     async def backup(self, tenant_id: str, *, actor: str | None = None) -> Request:

@@ -263,6 +263,10 @@ class InMemoryRuntime:
         if existing is None:
             if spec.network not in self.networks:
                 raise RuntimeFault(f"network {spec.network} not found")
+            if any(c.volume_name == spec.volume_name
+                   and c.labels.get(constants.LABEL_ROLE) == constants.ROLE_VOLUME_DUMP
+                   for c in self.containers.values()):
+                raise RuntimeFault(f"volume {spec.volume_name} is being backed up")
             self._ensure_volume(spec.volume_name, spec.labels, request)
             existing = FakeContainer(
                 id=uuid.uuid4().hex, name=spec.name, image=spec.image,

@@ -219,7 +219,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Enqueue deprovisioning: final backup, container removed, volume kept unless purge.",
         {202: Reply("Queued.", "TenantAccepted"), 401: _UNAUTHORIZED,
          404: _problem_reply("No such tenant."),
-         409: _problem_reply("The tenant's state does not allow deletion now."),
+         409: _problem_reply("The tenant's state does not allow deletion now, or a purge "
+                             "is refused because the final backup does not verify."),
          422: _problem_reply("Invalid tenant id.")},
         parameters=(_TENANT_ID, _flag("purge", "Also remove the data volume (`true`).")),
     ),

@@ -35,6 +35,7 @@ from cloner import constants
 from cloner.app import App
 from cloner.backups import is_final, resolve_backup_path, verify_backup
 from cloner.domain import Request, RequestKind, Status, Tenant
+from cloner.engines import get_engine
 from cloner.errors import InvalidBackup, InvalidTransition, TenantExists
 from cloner.pipeline.deprovision import RETENTION_REASON
 
@@ -114,6 +115,11 @@ class RetentionSweep:
             return (f"the recorded backup is a {(backup or {}).get('reason') or 'earlier'} "
                     "backup, not a final one; the volume is kept (a purge by hand takes "
                     "the final backup from it first)")
+        host = self.app.services.host(get_engine(tenant.engine))
+        data_of = await host.data_request(tenant.tenant_id)
+        if data_of is not None and (backup or {}).get("data_request") != data_of:
+            return (f"the kept data was created by request {data_of or '?'}, not the one the "
+                    "final backup was taken from; the volume is kept (see `cloner orphans list`)")
         return await asyncio.to_thread(self._verify_cached, tenant.tenant_id, path)
 
     def _verify_cached(self, tenant_id: str, path: str) -> str | None:

@@ -49,11 +49,16 @@ class Deprovisioner:
         purge = bool(request.payload.get("purge"))
         actor = request.payload.get("actor")
         tenant = await self._get(tenant_id)
-        if tenant.status is Status.DEPROVISIONED and not purge:
-            return tenant
-        step = "mark"
+        if tenant.status is Status.DEPROVISIONED and not purge and is_final(tenant.backup):
+            return tenant  # done (redelivered); without a final backup, one is taken below
+        step = "validate"
         was_deprovisioned = tenant.status is Status.DEPROVISIONED
         try:
+            driver = get_engine(tenant.engine)
+            host = self.s.host(driver)
+            if was_deprovisioned and await host.has_data(tenant_id):
+                _require_same_data(tenant_id, tenant.backup, await host.data_request(tenant_id))
+            step = "mark"
             if tenant.status is not Status.DEPROVISIONING:
                 tenant = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
                     status=Status.DEPROVISIONING, event="deprovision_started",
@@ -61,9 +66,9 @@ class Deprovisioner:
                 ))
             step = "backup"
             backup = tenant.backup
-            driver = get_engine(tenant.engine)
-            host = self.s.host(driver)
             has_data = await host.has_data(tenant_id)
+            # Which request created the data kept now (volume label, directory marker).
+            data_of = await host.data_request(tenant_id) if has_data else None
             live = await host.is_live(tenant_id)
 
             def covered() -> bool:
@@ -76,7 +81,7 @@ class Deprovisioner:
             if (has_data and live and not covered() and tenant.endpoint is not None
                     and (tenant.has_credentials or not driver.roles)):
                 backup = await self.backup(tenant, reason="deprovision", request_id=request.id,
-                                           actor=actor, final=True)
+                                           actor=actor, final=True, data_request=data_of)
             step = "remove"
             await host.stop(tenant_id)
             if has_data and not covered():
@@ -87,17 +92,19 @@ class Deprovisioner:
                 if driver.placement is Placement.CONTAINER:
                     backup = await self.backup_from_volume(
                         tenant, reason="deprovision", request_id=request.id, actor=actor,
-                        final=True)
+                        final=True, data_request=data_of)
                 else:
                     backup = await self.backup(tenant, reason="deprovision",
-                                               request_id=request.id, actor=actor, final=True)
+                                               request_id=request.id, actor=actor, final=True,
+                                               data_request=data_of)
             final = Status.DEPROVISIONED
             if purge:
                 step = "purge"
                 if has_data:
                     # Read back now, immediately before the volume goes (not when enqueued).
                     await asyncio.to_thread(
-                        require_final_backup, self.s.settings.backups_dir, tenant_id, backup)
+                        require_final_backup, self.s.settings.backups_dir, tenant_id, backup,
+                        await host.data_request(tenant_id))
                 await host.remove_data(tenant_id)
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
@@ -141,9 +148,13 @@ class Deprovisioner:
 
     async def backup(
         self, tenant: Tenant, *, reason: str, request_id: str | None,
-        actor: str | None = None, final: bool = False,
+        actor: str | None = None, final: bool = False, data_request: str | None = None,
     ) -> dict[str, Any]:
-        """Take, checksum and record a logical backup; the container is started if needed."""
+        """Take, checksum and record a logical backup; the container is started if needed.
+
+        A ``final`` backup records ``data_request``: the request that created the data
+        it was taken from, which a purge or restore compares with the data it removes.
+        """
         engine, target = await self.s.target(tenant)
         started = time.monotonic()
         try:
@@ -158,12 +169,14 @@ class Deprovisioner:
                          time.monotonic() - started, engine=tenant.engine.value,
                          template_version=tenant.template_version,
                          industry=tenant.industry.value, final=final)
+        if final:
+            record["data_request"] = data_request
         record["actor"] = actor
         return await self._recorded(tenant, record, result)
 
     async def backup_from_volume(
         self, tenant: Tenant, *, reason: str, request_id: str | None,
-        actor: str | None = None, final: bool = False,
+        actor: str | None = None, final: bool = False, data_request: str | None = None,
     ) -> dict[str, Any]:
         """Like ``backup``, for a tenant whose container is gone: dumped from its kept volume
         (``ContainerHost.dump_volume``), recorded the same way."""
@@ -180,6 +193,8 @@ class Deprovisioner:
                          time.monotonic() - started, engine=tenant.engine.value,
                          template_version=tenant.template_version,
                          industry=tenant.industry.value, final=final)
+        if final:
+            record["data_request"] = data_request
         record["actor"] = actor
         record["source"] = "volume"
         return await self._recorded(tenant, record, result)
@@ -241,10 +256,26 @@ async def backup_kept_volume(
     return record
 
 
+def _require_same_data(tenant_id: str, backup: dict[str, Any] | None,
+                       data_of: str | None) -> None:
+    """A deprovisioned tenant's kept data must be what its final backup was taken from.
+
+    Otherwise (e.g. the control plane was restored from an older copy and the data has
+    been replaced by a later restore since) nothing here may judge that data.
+    """
+    recorded = (backup or {}).get("data_request")
+    if is_final(backup) and recorded != data_of:
+        raise BackupError(
+            f"the kept data of {tenant_id} was created by request {data_of or '?'}, but the "
+            f"final backup is of request {recorded or '?'}'s data: it may belong to a newer "
+            "incarnation (see `cloner orphans list`); nothing removed")
+
+
 def require_final_backup(backups_dir: Path, tenant_id: str,
-                         backup: dict[str, Any] | None) -> None:
-    """``BackupError`` (one line) unless the final backup verifies now. Blocking."""
-    problem = final_backup_problem(backups_dir, tenant_id, backup)
+                         backup: dict[str, Any] | None, data_of: str | None) -> None:
+    """``BackupError`` (one line) unless the final backup verifies now and was taken from
+    the data kept now (created by request ``data_of``). Blocking."""
+    problem = final_backup_problem(backups_dir, tenant_id, backup, data_of=data_of)
     if problem is not None:
         raise BackupError(f"refusing to purge {tenant_id}: {problem}; the volume is kept")
 

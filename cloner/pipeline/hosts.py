@@ -241,8 +241,11 @@ class ContainerHost:
                 tail = " | ".join(line for line in logs.splitlines() if line.strip())[-400:]
                 state = "gone" if info is None else info.status
                 raise BackupError(f"the server on the kept volume is {state}: {tail or '(no log)'}")
-            if await hooks.local_ready(runtime, name):
-                return
+            try:
+                if await hooks.local_ready(runtime, name):
+                    return
+            except RuntimeFault:
+                pass  # it stopped between the look and the exec: the next look says why
             await asyncio.sleep(0.2)
 
     async def stop(self, tenant_id: str) -> None:

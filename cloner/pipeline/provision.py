@@ -26,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -303,8 +304,8 @@ class Provisioner:
             return
         tenant = await self.s.control_plane.get_tenant(run.tenant_id)
         problem = await asyncio.to_thread(
-            final_backup_problem, self.s.settings.backups_dir, run.tenant_id,
-            tenant.backup if tenant is not None else None,
+            partial(final_backup_problem, data_of=owner), self.s.settings.backups_dir,
+            run.tenant_id, tenant.backup if tenant is not None else None,
         )
         if problem is not None:
             raise InvalidBackup(

@@ -138,8 +138,9 @@ class Runtime(Protocol):
         published port and no restart policy. Refuses (``RuntimeFault``) when
         the volume is missing or not ours, or while any other container uses
         it: two servers on one data directory would corrupt it. A leftover
-        helper of the same name (a crash mid-dump) is replaced. The caller
-        removes it with ``remove_container``.
+        helper of the same name (a crash mid-dump) is replaced. While it runs,
+        ``ensure_container`` refuses (transient ``RuntimeFault``) to create a
+        container on that volume. The caller removes it with ``remove_container``.
         """
 
     async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:

@@ -206,6 +206,14 @@ class DockerRuntime:
             {k: v for k, v in spec.labels.items() if k != constants.LABEL_MANAGED}
         )
         if container is None:
+            dumping = self.client.containers.list(all=True, filters={
+                "volume": spec.volume_name,
+                "label": [f"{constants.LABEL_ROLE}={constants.ROLE_VOLUME_DUMP}"],
+            })
+            if dumping:
+                # Two servers on one data directory would corrupt it; the dump is short.
+                raise RuntimeFault(f"volume {spec.volume_name} is being backed up by "
+                                   f"{dumping[0].name}; try again when it is done")
             self._ensure_volume(spec.volume_name, volume_labels, request,
                                 spec.volume_size_bytes)
             container = self._create(spec)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiomysql
 import docker
@@ -21,9 +22,11 @@ import pytest
 from cloner import constants
 from cloner.app import App
 from cloner.backups import list_backups, verify_backup
+from cloner.controlplane import TenantUpdate
 from cloner.domain import RequestKind, Status, container_name, volume_name
 from cloner.engines import TenantTarget
-from cloner.errors import BackupError, InvalidTransition
+from cloner.engines.postgres import PostgresEngine
+from cloner.errors import BackupError, InvalidTransition, RuntimeFault
 from cloner.pipeline.deprovision import backup_kept_volume
 from cloner.tenants import TenantService
 from tests.integration.helpers import connect, run_workers, target_of
@@ -300,6 +303,16 @@ async def test_volume_backup_of_a_volume_without_a_server_fails_and_cleans_up(
     assert await asyncio.to_thread(list_backups, app.settings.backups_dir, "bks-empty") == []
 
 
+def inspect_host_config(name: str) -> dict[str, Any]:
+    """``docker inspect``'s HostConfig of a container."""
+    client = docker.from_env(timeout=30)
+    try:
+        config: dict[str, Any] = client.api.inspect_container(name)["HostConfig"]
+        return config
+    finally:
+        client.close()
+
+
 def create_volume(name: str, labels: dict[str, str]) -> None:
     """A volume carrying this install's labels, as if cloner had created it."""
     client = docker.from_env(timeout=30)
@@ -307,3 +320,71 @@ def create_volume(name: str, labels: dict[str, str]) -> None:
         client.volumes.create(name, labels=labels)
     finally:
         client.close()
+
+
+async def test_no_tenant_container_starts_on_a_volume_being_dumped(docker_app: App) -> None:
+    """While a dump helper runs on a kept volume, the runtime refuses to put the tenant's own
+    container (e.g. a reconciler repair) on the same data directory."""
+    app = docker_app
+    service = TenantService(app)
+    await provision(app, "bks-race")
+    deleted = await service.delete("bks-race", purge=False, actor=ACTOR)
+    await run(app, deleted.id)
+    tenant = await service.get("bks-race")
+    creds = await app.services.credentials("bks-race")
+    assert creds is not None
+    driver = PostgresEngine()
+    defaults = app.services.container_defaults("postgres")
+    helper = driver.volume_dump_spec(
+        "bks-race", "cloner-bks-race" + constants.VOLUME_DUMP_SUFFIX,
+        {constants.LABEL_ROLE: constants.ROLE_VOLUME_DUMP}, defaults)
+    await app.runtime.start_volume_helper(helper)
+    try:
+        labels = {constants.LABEL_TENANT: "bks-race",
+                  constants.LABEL_REQUEST: tenant.request_id or ""}
+        with pytest.raises(RuntimeFault, match="is being backed up"):
+            await app.runtime.ensure_container(
+                driver.container_spec("bks-race", creds, labels, defaults))
+        assert containers_on(volume_name("bks-race")) == [helper.name]
+        host_config = await asyncio.to_thread(inspect_host_config, helper.name)
+        assert host_config["NetworkMode"] == "none" and not host_config.get("PortBindings")
+        assert host_config["ReadonlyRootfs"] is True and host_config["CapDrop"] == ["ALL"]
+        assert host_config["SecurityOpt"] == ["no-new-privileges"]
+        assert host_config["Memory"] == app.settings.tenant_memory_limit_bytes
+        assert host_config["RestartPolicy"]["Name"] in ("no", "")
+    finally:
+        await app.runtime.remove_container(helper.name)
+    assert containers_on(volume_name("bks-race")) == []
+
+
+async def test_restore_guard_never_takes_an_older_backup_for_the_final_one(
+    docker_app: App,
+) -> None:
+    """A deprovisioned tenant whose recorded backup is an older on-demand one (what 891e6ad
+    left after deleting a tenant without container): restore is refused while the volume
+    holds newer data; `tenant delete` takes the final backup from the volume; the restore
+    then brings back the newest row."""
+    app = docker_app
+    service = TenantService(app)
+    target = await provision(app, "bks-guard")
+    on_demand = await service.backup("bks-guard", actor=ACTOR)
+    await run(app, on_demand.id)
+    older = (await service.get("bks-guard")).backup
+    assert older is not None
+    await add_marker(target, "newer@example.com")
+    deleted = await service.delete("bks-guard", purge=False, actor=ACTOR)
+    await run(app, deleted.id)
+    await app.control_plane.update_tenant("bks-guard", TenantUpdate(backup=older))
+
+    with pytest.raises(InvalidTransition, match="not the final one"):
+        await service.restore("bks-guard", actor=ACTOR)
+    again = await service.delete("bks-guard", purge=False, actor=ACTOR)
+    await run(app, again.id)
+    final = (await service.get("bks-guard")).backup
+    assert final is not None and final["final"] is True and final["source"] == "volume"
+
+    restore = await service.restore("bks-guard", actor=ACTOR)
+    await run(app, restore.id)
+    restored = await service.get("bks-guard")
+    assert restored.status is Status.READY, restored.error
+    assert await has_marker(await target_of(app, restored), "newer@example.com")

@@ -17,7 +17,7 @@ from cloner.daemon.reconciler import Reconciler
 from cloner.domain import Engine, RequestKind, RequestStatus, Status, container_name, volume_name
 from cloner.engines.mysql import MysqlEngine
 from cloner.engines.postgres import PostgresEngine
-from cloner.errors import BackupError, RuntimeFault
+from cloner.errors import BackupError, InvalidTransition, RuntimeFault
 from cloner.pipeline.hosts import ContainerHost
 from cloner.tenants import TenantService
 from tests.unit.conftest import Env, EnvFactory
@@ -126,3 +126,32 @@ async def test_failed_provision_compensates_only_its_own_resources(env: Env) -> 
     assert env.runtime.volumes[volume_name("comp-t")][constants.LABEL_REQUEST] == "r-earlier"
     assert Status.FAILED is (await env.tenant("comp-t")).status
     assert RequestKind.PROVISION is request.kind
+
+
+async def test_purge_refuses_data_the_final_backup_was_not_taken_from(
+    make_env: EnvFactory,
+) -> None:
+    """The kept volume now holds data of another request than the final backup's (an older
+    control-plane copy after a later restore): purge, retention and restore all refuse."""
+    env = await make_env(retention_days=0)
+    await env.create()
+    await env.work_once()
+    await TenantService(env.app).delete("acme", purge=False)
+    await env.work_once()
+    tenant = await env.tenant()
+    assert tenant.backup is not None and tenant.backup["data_request"] == tenant.request_id
+    env.runtime.volumes[volume_name("acme")][constants.LABEL_REQUEST] = "r-newer"
+
+    with pytest.raises(InvalidTransition, match="not from the data kept now"):
+        await TenantService(env.app).delete("acme", purge=True)
+    with pytest.raises(InvalidTransition, match="not from the data kept now"):
+        await TenantService(env.app).restore("acme")
+    report = await Reconciler(env.app).reconcile_once()
+    assert "not the one the final backup was taken from" in report.of(
+        "retention_blocked")[0].detail
+    await env.cp.enqueue(None, RequestKind.DEPROVISION, "acme", {"purge": True})
+    request = await env.work_once()
+    assert request.status is RequestStatus.FAILED
+    assert "may belong to a newer incarnation" in (request.last_error or "")
+    assert (await env.tenant()).status is Status.DEPROVISIONED
+    assert env.runtime.called("remove_volume") == []

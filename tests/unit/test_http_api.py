@@ -362,6 +362,25 @@ async def test_create_while_deprovisioning_is_a_409_problem(api: Api) -> None:
     assert api.rows("requests") == 2
 
 
+async def test_purge_with_a_corrupted_final_backup_is_a_409_problem(api: Api) -> None:
+    """DELETE ?purge=true of a deprovisioned tenant whose final backup no longer verifies:
+    409 problem, one line, nothing queued, the volume kept."""
+    created = await api.post(ACME)
+    await drain_until_done(api.app, created.json()["request_id"], timeout_s=10)
+    deleted = await api.client.delete("/v1/tenants/acme", headers=api.auth)
+    await drain_until_done(api.app, deleted.json()["request_id"], timeout_s=10)
+    (dump,) = (api.app.settings.backups_dir / "acme").glob("*.dump")
+    dump.write_bytes(bytes([dump.read_bytes()[0] ^ 0xFF]) + dump.read_bytes()[1:])
+
+    response = await api.client.delete("/v1/tenants/acme", params={"purge": "true"},
+                                       headers=api.auth)
+
+    detail = assert_problem(response, 409)["detail"]
+    assert "refusing to purge 'acme'" in detail and "\n" not in detail
+    assert api.rows("requests") == 2
+    assert "cloner-acme-data" in api.runtime.volumes
+
+
 # ------------------------------------------------------------------------ restore
 
 
