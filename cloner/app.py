@@ -98,7 +98,8 @@ class App:
         except BaseException:
             await cp.close()
             raise
-        runtime = DockerRuntime(install_id, settings.docker_url)
+        runtime = DockerRuntime(install_id, settings.docker_url,
+                                exec_timeout_s=settings.exec_timeout_s)
         app = cls(
             settings=settings, control_plane=cp, runtime=runtime,
             catalog=Catalog(settings.templates_dir, settings.industry_templates_dir),

@@ -47,6 +47,14 @@ BACKUP_SUFFIX: Final = ".dump"
 MANIFEST_SUFFIX: Final = ".json"
 CHECKSUM_SUFFIX: Final = ".sha256"
 RETENTION_DAYS: Final = 30.0
+#: How long a dump waits for a table lock held by the tenant before it gives up.
+DUMP_LOCK_TIMEOUT_S: Final = 30.0
+#: Overall deadline of one backup (dump and read-back); a dump past it is killed.
+BACKUP_TIMEOUT_S: Final = 1800.0
+#: Deadline of any single exec into a tenant container (the last line of defence).
+EXEC_TIMEOUT_S: Final = 3600.0
+#: Deadline of one tenant's health check (probe, sample, isolation re-proof) in a pass.
+HEALTH_CHECK_TIMEOUT_S: Final = 60.0
 
 # Isolation proof
 #: Vouched neighbours sampled per proof (``CLONER_ISOLATION_SAMPLE``).

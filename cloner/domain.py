@@ -178,6 +178,19 @@ class TenantSpec:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """One attempt's hold on a request, handed out by ``ControlPlane.claim``.
+
+    ``token`` is the daemon's owner id plus a nonce of this claim: every write
+    of the attempt names it, so an attempt whose lease was taken over by a
+    later claim (of this daemon or another) can no longer write anything.
+    """
+
+    request_id: str
+    token: str
+
+
+@dataclass(frozen=True)
 class Request:
     """A queued unit of work, as leased by a worker."""
 
@@ -190,6 +203,8 @@ class Request:
     last_error: str | None
     created_at: datetime
     not_before: datetime | None = None
+    #: Set on the request a claim returned (the attempt's lease), None otherwise.
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,16 @@ class ControlPlaneError(ClonerError):
     """The control plane cannot be read or written."""
 
 
+class LeaseLost(ClonerError):
+    """This attempt no longer holds its request's lease; its writes are refused.
+
+    Raised by every fenced control-plane write (renew aside, which answers
+    False): another attempt claimed the request after this one's lease
+    expired, or the request already reached its outcome. Never a ``StepFailed``
+    cause: the attempt stops and records nothing.
+    """
+
+
 class RuntimeUnavailable(ClonerError):
     """The container runtime (Docker) cannot be reached."""
 

@@ -133,6 +133,17 @@ class Metrics:
         self.workers_busy = Gauge(
             "cloner_workers_busy", "Workers currently running a request.", registry=r,
         )
+        self.leases_lost = Counter(
+            "cloner_worker_leases_lost_total",
+            "Attempts stopped because their lease was lost, by reason (taken_over: another "
+            "attempt holds the request; unconfirmed: renewals failed until it could expire).",
+            ["reason"], registry=r,
+        )
+        self.worker_control_plane_errors = Counter(
+            "cloner_worker_control_plane_errors_total",
+            "Control-plane errors a worker caught and retried (claim or outcome not recorded).",
+            registry=r,
+        )
         self.pool_connections_in_use = Gauge(
             "cloner_pool_connections_in_use",
             "Connections currently acquired from a tenant pool, by tenant and role.",

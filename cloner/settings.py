@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     admin_statement_timeout_s: float = Field(default=constants.ADMIN_STATEMENT_TIMEOUT_S, gt=0)
     #: lock_timeout / lock_wait_timeout of those sessions: a tenant's lock fails them fast.
     admin_lock_timeout_s: float = Field(default=constants.ADMIN_LOCK_TIMEOUT_S, gt=0)
+    #: How long a dump (pg_dump, mariadb-dump) waits for a lock the tenant holds on one of
+    #: its tables before the backup fails: a tenant may fail its own backup, not pin a worker.
+    dump_lock_timeout_s: float = Field(default=constants.DUMP_LOCK_TIMEOUT_S, gt=0)
+    #: Overall deadline of one backup (dump and read-back); a dump past it is killed.
+    backup_timeout_s: float = Field(default=constants.BACKUP_TIMEOUT_S, gt=0)
+    #: Deadline of any exec into a tenant container that names none of its own; when it
+    #: passes, the exec'd process is killed inside the container.
+    exec_timeout_s: float = Field(default=constants.EXEC_TIMEOUT_S, gt=0)
     keep_failed: bool = False
 
     # Reconciler and health monitor (RELIABILITY.md: reconcile 15 s, orphan grace 2x lease TTL).
@@ -103,6 +111,9 @@ class Settings(BaseSettings):
     #: Vouched neighbours one isolation proof asks about the tenant's credentials (a
     #: rotating sample: the cross-tenant cost per proof does not grow with the fleet).
     isolation_sample: int = Field(default=constants.ISOLATION_SAMPLE, ge=1, le=100)
+    #: Deadline of one tenant's check in a health pass (probe, sample, isolation re-proof):
+    #: a tenant that stalls its check is reported and skipped, the others are checked.
+    health_check_timeout_s: float = Field(default=constants.HEALTH_CHECK_TIMEOUT_S, gt=0)
     #: Days a deprovisioned tenant's volume is kept before the reconciler purges it (only
     #: once a verified backup exists). 0 purges at the next pass.
     retention_days: float = Field(default=constants.RETENTION_DAYS, ge=0)

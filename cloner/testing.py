@@ -365,7 +365,10 @@ class InMemoryRuntime:
             raise RuntimeFault(f"container {name} is not running")
         return container
 
-    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
+    async def exec_to_file(
+        self, name: str, cmd: list[str], dest: Path, user: str, *,
+        timeout_s: float | None = None,  # noqa: ARG002 - instant here
+    ) -> int:
         """Write ``dump_payload`` (default: ``DUMP_MAGIC`` + name) to ``dest``; bytes written."""
         self._enter("exec_to_file", name)
         self.exec_commands.append((name, user, list(cmd)))
@@ -377,7 +380,8 @@ class InMemoryRuntime:
         return len(payload)
 
     async def exec_with_stdin(
-        self, name: str, cmd: list[str], source: Path, user: str
+        self, name: str, cmd: list[str], source: Path, user: str, *,
+        timeout_s: float | None = None,  # noqa: ARG002 - instant here
     ) -> tuple[int, str]:
         """Read ``source`` (it must exist) and answer ``exec_result``."""
         self._enter("exec_with_stdin", name)
@@ -386,7 +390,10 @@ class InMemoryRuntime:
         await asyncio.to_thread(source.read_bytes)
         return self.exec_result
 
-    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
+    async def exec(
+        self, name: str, cmd: list[str], user: str, *,
+        timeout_s: float | None = None,  # noqa: ARG002 - instant here
+    ) -> tuple[int, str]:
         """Answer ``exec_result`` for a running container."""
         self._enter("exec", name)
         self.exec_commands.append((name, user, list(cmd)))
@@ -611,7 +618,10 @@ class FakeEngine:
             for name in FAKE_CHECKS
         ]
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,  # noqa: ARG002 - no lock to wait for here
+    ) -> BackupResult:
         """Dump through ``runtime.exec_to_file``, verify the magic, checksum, move into place."""
         await self._enter("backup", target.tenant_id)
         if target.container_name is None:

@@ -7,9 +7,11 @@ from cloner.controlplane.base import (
     QueueStats,
     TenantUpdate,
 )
+from cloner.controlplane.fenced import AttemptControlPlane
 from cloner.controlplane.sqlite import SQLiteControlPlane
 
 __all__ = [
+    "AttemptControlPlane",
     "ControlPlane",
     "InstallIdentity",
     "OrphanDecision",

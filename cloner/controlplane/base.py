@@ -10,6 +10,7 @@ from cloner.controlplane.migrations import MigrationRegistry
 from cloner.domain import (
     Endpoint,
     IsolationReport,
+    Lease,
     Request,
     RequestKind,
     Status,
@@ -108,21 +109,26 @@ class ControlPlane(Protocol):
         """
 
     async def claim(self, owner: str, lease_ttl_s: float) -> Request | None:
-        """Lease the next runnable request, or an expired one."""
+        """Lease the next runnable request, or an expired one, as a new attempt.
 
-    async def renew(self, request_id: str, owner: str, lease_ttl_s: float) -> bool:
+        The returned request's ``lease`` is this attempt's own token (``owner``
+        plus a nonce); every write below that takes a lease is refused with
+        ``LeaseLost`` once a later claim took the request over.
+        """
+
+    async def renew(self, lease: Lease, lease_ttl_s: float) -> bool:
         """Extend a lease; False means it was lost."""
 
-    async def complete(self, request_id: str, owner: str) -> None:
-        """Mark a leased request done."""
+    async def complete(self, lease: Lease) -> None:
+        """Mark a leased request done (``LeaseLost`` if no longer held)."""
 
-    async def fail(self, request_id: str, owner: str, error: str) -> None:
-        """Mark a leased request failed for good."""
+    async def fail(self, lease: Lease, error: str) -> None:
+        """Mark a leased request failed for good (``LeaseLost`` if no longer held)."""
 
-    async def retry(self, request_id: str, owner: str, error: str, delay_s: float) -> None:
-        """Put a leased request back with a delay (backoff)."""
+    async def retry(self, lease: Lease, error: str, delay_s: float) -> None:
+        """Put a leased request back with a delay (``LeaseLost`` if no longer held)."""
 
-    async def release(self, request_id: str, owner: str) -> None:
+    async def release(self, lease: Lease) -> None:
         """Give a leased request back without charging an attempt (shutdown)."""
 
     async def get_request(self, request_id: str) -> Request | None:
@@ -141,11 +147,15 @@ class ControlPlane(Protocol):
     async def list_tenants(self, status: Status | None = None) -> list[Tenant]:
         """Registry rows, optionally by state."""
 
-    async def update_tenant(self, tenant_id: str, update: TenantUpdate) -> Tenant:
+    async def update_tenant(
+        self, tenant_id: str, update: TenantUpdate, *, lease: Lease | None = None
+    ) -> Tenant:
         """Apply an update; a status change is checked against the state machine.
 
         Moving to ``purged`` also removes the tenant's users in the same
-        transaction (a ``users_removed`` event lists them).
+        transaction (a ``users_removed`` event lists them). ``lease`` fences the
+        write to an attempt: ``LeaseLost`` unless it still holds its request for
+        this tenant, checked in the write's own transaction.
         """
 
     async def credentials_token(self, tenant_id: str) -> str | None:

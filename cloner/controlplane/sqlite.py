@@ -11,11 +11,13 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -32,6 +34,7 @@ from cloner.domain import (
     Engine,
     Industry,
     IsolationReport,
+    Lease,
     Request,
     RequestKind,
     RequestStatus,
@@ -42,6 +45,7 @@ from cloner.domain import (
 )
 from cloner.errors import (
     ControlPlaneError,
+    LeaseLost,
     TenantExists,
     TenantNotFound,
     UserConflict,
@@ -258,66 +262,86 @@ class SQLiteControlPlane:
         return request
 
     async def claim(self, owner: str, lease_ttl_s: float) -> Request | None:
-        """Lease the next runnable request (or one whose lease expired)."""
+        """Lease the next runnable request (or one whose lease expired) as a new attempt.
+
+        The returned request carries the attempt's ``lease``: a fresh token
+        (``owner`` plus a nonce), so even workers of one daemon never share one.
+        """
         now = time.time()
         async with self._write() as db:
             cursor = await db.execute(QUERIES["next_claimable"], {"now": now})
             row = await cursor.fetchone()
             if row is None:
                 return None
+            token = f"{owner}.{secrets.token_hex(8)}"
             await db.execute(
                 QUERIES["claim_request"],
-                {"id": row["id"], "owner": owner, "expires_at": now + lease_ttl_s,
-                 "now": _now_iso()},
+                {"id": row["id"], "owner": owner, "token": token,
+                 "expires_at": now + lease_ttl_s, "now": _now_iso()},
             )
             cursor = await db.execute(QUERIES["get_request"], {"id": row["id"]})
             claimed = await cursor.fetchone()
         assert claimed is not None
-        return _request(claimed)
+        # Only the claimer learns the token: reads of the request never carry it.
+        return replace(_request(claimed), lease=Lease(request_id=row["id"], token=token))
 
-    async def renew(self, request_id: str, owner: str, lease_ttl_s: float) -> bool:
-        """Extend a lease; False when another worker took it over."""
+    async def renew(self, lease: Lease, lease_ttl_s: float) -> bool:
+        """Extend a lease; False when it is no longer held (taken over or finished)."""
         async with self._write() as db:
             cursor = await db.execute(
                 QUERIES["renew_lease"],
-                {"id": request_id, "owner": owner, "expires_at": time.time() + lease_ttl_s,
-                 "now": _now_iso()},
+                {"id": lease.request_id, "token": lease.token,
+                 "expires_at": time.time() + lease_ttl_s, "now": _now_iso()},
             )
             return cursor.rowcount == 1
 
-    async def complete(self, request_id: str, owner: str) -> None:
-        """Mark a request done."""
-        await self._finish(request_id, owner, RequestStatus.DONE, None)
+    async def complete(self, lease: Lease) -> None:
+        """Mark a request done; ``LeaseLost`` if this attempt no longer holds it."""
+        await self._finish(lease, RequestStatus.DONE, None)
 
-    async def fail(self, request_id: str, owner: str, error: str) -> None:
-        """Mark a request failed."""
-        await self._finish(request_id, owner, RequestStatus.FAILED, error)
+    async def fail(self, lease: Lease, error: str) -> None:
+        """Mark a request failed; ``LeaseLost`` if this attempt no longer holds it."""
+        await self._finish(lease, RequestStatus.FAILED, error)
 
-    async def _finish(
-        self, request_id: str, owner: str, status: RequestStatus, error: str | None
-    ) -> None:
+    async def _finish(self, lease: Lease, status: RequestStatus, error: str | None) -> None:
         async with self._write() as db:
-            await db.execute(
+            cursor = await db.execute(
                 QUERIES["finish_request"],
-                {"id": request_id, "owner": owner, "status": status.value,
+                {"id": lease.request_id, "token": lease.token, "status": status.value,
                  "last_error": error, "now": _now_iso()},
             )
+            _require_held(cursor.rowcount, lease, f"mark it {status.value}")
 
-    async def retry(self, request_id: str, owner: str, error: str, delay_s: float) -> None:
-        """Requeue with a delay."""
+    async def retry(self, lease: Lease, error: str, delay_s: float) -> None:
+        """Requeue with a delay; ``LeaseLost`` if this attempt no longer holds it."""
         async with self._write() as db:
-            await db.execute(
+            cursor = await db.execute(
                 QUERIES["retry_request"],
-                {"id": request_id, "owner": owner, "last_error": error,
+                {"id": lease.request_id, "token": lease.token, "last_error": error,
                  "not_before": time.time() + delay_s, "now": _now_iso()},
             )
+            _require_held(cursor.rowcount, lease, "retry it")
 
-    async def release(self, request_id: str, owner: str) -> None:
-        """Hand a request back without charging an attempt."""
+    async def release(self, lease: Lease) -> None:
+        """Hand a request back uncharged; ``LeaseLost`` if this attempt no longer holds it."""
         async with self._write() as db:
-            await db.execute(
+            cursor = await db.execute(
                 QUERIES["release_request"],
-                {"id": request_id, "owner": owner, "now": _now_iso()},
+                {"id": lease.request_id, "token": lease.token, "now": _now_iso()},
+            )
+            _require_held(cursor.rowcount, lease, "release it")
+
+    async def _hold(self, db: aiosqlite.Connection, lease: Lease, tenant_id: str) -> None:
+        """The fence: refuse the surrounding write unless ``lease`` is still held (same
+        transaction, so no claim can slip in between the check and the write)."""
+        cursor = await db.execute(
+            QUERIES["lease_held"], {"id": lease.request_id, "token": lease.token}
+        )
+        row = await cursor.fetchone()
+        if row is None or row["tenant_id"] != tenant_id:
+            raise LeaseLost(
+                f"request {lease.request_id} is no longer held by this attempt "
+                f"(token {lease.token}); its write to tenant {tenant_id!r} was refused"
             )
 
     async def get_request(self, request_id: str) -> Request | None:
@@ -356,13 +380,21 @@ class SQLiteControlPlane:
             rows = await self._read("list_tenants_by_status", status=status.value)
         return [_tenant(r) for r in rows]
 
-    async def update_tenant(self, tenant_id: str, update: TenantUpdate) -> Tenant:
-        """Apply an update in one transaction, checking the state transition."""
+    async def update_tenant(
+        self, tenant_id: str, update: TenantUpdate, *, lease: Lease | None = None
+    ) -> Tenant:
+        """Apply an update in one transaction, checking the state transition.
+
+        With ``lease`` the write is an attempt's and is fenced: ``LeaseLost``
+        unless that attempt still holds its request (checked in the same transaction).
+        """
         columns: dict[str, Any] = {}
         for name, value in update.changed().items():
             column = "credentials" if name == "credentials_token" else name
             columns[column] = _encode(value)
         async with self._write() as db:
+            if lease is not None:
+                await self._hold(db, lease, tenant_id)
             cursor = await db.execute(QUERIES["get_tenant"], {"tenant_id": tenant_id})
             row = await cursor.fetchone()
             if row is None:
@@ -649,6 +681,14 @@ def _unusable_reason(path: Path) -> str | None:
     if path.parent.exists() and not path.parent.is_dir():
         return f"{path.parent} is not a directory"
     return None
+
+
+def _require_held(rowcount: int, lease: Lease, action: str) -> None:
+    if rowcount != 1:
+        raise LeaseLost(
+            f"request {lease.request_id} is no longer held by this attempt "
+            f"(token {lease.token}); refusing to {action}"
+        )
 
 
 def _encode(value: Any) -> Any:

@@ -58,6 +58,8 @@ WATCHED = frozenset({Status.READY, Status.DEGRADED})
 PROBE_TIMEOUT_S = 5.0
 #: Tenants checked at once: bounds connections, threads and Docker stats calls in flight.
 CONCURRENCY = 8
+#: Slack of a tenant's outer deadline past the isolation proof's (probe, sample, decision).
+OUTER_MARGIN_S = 10.0
 
 
 # ------------------------------------------------------------------ transitions
@@ -221,11 +223,34 @@ class HealthMonitor:
                 m.tenant_volume_bytes.labels(**labels).set(size)
 
     async def _guarded(self, tenant: Tenant, isolation: bool) -> TenantHealth:
+        """One tenant's check under its own deadline (``health_check_timeout_s``).
+
+        A tenant that stalls its check (say, by holding a lock its isolation
+        proof needs) costs the pass at most that long and is reported, while
+        every other tenant is checked as usual.
+        """
+        limit = self.app.settings.health_check_timeout_s
         async with self._limiter:
             with structlog.contextvars.bound_contextvars(tenant_id=tenant.tenant_id):
-                return await self._check(tenant, isolation)
+                # The proof gets the deadline itself (an unfinished proof is no verdict);
+                # this outer one, a little later, bounds everything else of the check.
+                deadline = asyncio.get_running_loop().time() + limit
+                guard = asyncio.timeout(limit + OUTER_MARGIN_S)
+                try:
+                    async with guard:
+                        return await self._check(tenant, isolation, deadline)
+                except TimeoutError:
+                    if not guard.expired():
+                        raise
+                    error = f"health check did not finish within {limit:g}s"
+                    log.warning("health.check_timeout", timeout_s=limit)
+                    return TenantHealth(
+                        tenant_id=tenant.tenant_id, engine=tenant.engine.value, up=False,
+                        probe_seconds=None, stats=None, isolation_passed=None,
+                        transition=None, error=error,
+                    )
 
-    async def _check(self, tenant: Tenant, isolation: bool) -> TenantHealth:
+    async def _check(self, tenant: Tenant, isolation: bool, deadline: float) -> TenantHealth:
         app = self.app
         engine_label = tenant.engine.value
         started = time.monotonic()
@@ -246,7 +271,12 @@ class HealthMonitor:
         report: IsolationReport | None = None
         if isolation and up and driver is not None and target is not None:
             try:
-                report = await prove_isolation(app.services, tenant.engine, driver, target)
+                async with asyncio.timeout_at(deadline):
+                    report = await prove_isolation(app.services, tenant.engine, driver, target)
+            except TimeoutError:
+                # A tenant can stall its own proof (locks): no verdict, keep the last one.
+                log.warning("health.isolation_timeout",
+                            timeout_s=app.settings.health_check_timeout_s)
             except Exception as exc:  # an interrupted proof is no verdict: keep the last one
                 log.warning("health.isolation_error", error=f"{type(exc).__name__}: {exc}")
             else:

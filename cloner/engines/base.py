@@ -251,8 +251,16 @@ class EngineDriver(Protocol):
     ) -> list[CheckResult]:
         """The engine's part of the isolation proof."""
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
-        """A compressed logical backup written to ``dest``."""
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
+    ) -> BackupResult:
+        """A compressed logical backup written to ``dest``.
+
+        ``lock_wait_s`` bounds how long the dump waits for a table lock the
+        tenant holds (``BackupError`` then): a tenant may fail its own backup,
+        never pin the worker.
+        """
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
         """Load a backup taken by ``backup`` into the tenant database, creating it if needed.

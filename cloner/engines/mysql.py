@@ -33,6 +33,7 @@ MariaDB differs from PostgreSQL in ways that shape this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -52,6 +53,7 @@ from urllib.parse import quote
 import aiomysql
 import pymysql
 
+from cloner import constants
 from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
@@ -1065,7 +1067,10 @@ class MysqlEngine:
 
     # ---------------------------------------------------------------- backups
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
+    ) -> BackupResult:
         """``mariadb-dump | gzip`` inside the tenant container, streamed to ``dest``, verified.
 
         One consistent snapshot (``--single-transaction``) with routines,
@@ -1078,13 +1083,17 @@ class MysqlEngine:
             raise BackupError("mysql backup needs the tenant container")
         return await self._dump(
             runtime, target.container_name, target.tenant_id, target.database, dest,
-            count=lambda: self._table_count(target),
+            count=lambda: self._table_count(target), watch=target, lock_wait_s=lock_wait_s,
         )
 
     async def _dump(
         self, runtime: Runtime, container: str, tenant_id: str, database: str, dest: Path,
-        *, count: Callable[[], Awaitable[int]],
+        *, count: Callable[[], Awaitable[int]], watch: TenantTarget | None = None,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
     ) -> BackupResult:
+        """Dump ``database``; with ``watch`` (a live tenant server) its lock waits are bounded
+        by ``lock_wait_s`` (``_lock_wait_guard``). A helper on a kept volume has no tenant
+        sessions, hence no watcher."""
         tables = await count()
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = dest.with_suffix(dest.suffix + ".partial")
@@ -1093,14 +1102,24 @@ class MysqlEngine:
             "--single-transaction --quick --routines --events --triggers --hex-blob "
             f"--default-character-set={DB_CHARSET} --no-tablespaces -- \"$1\" | gzip -6"
         )
+        killed: list[int] = []
         try:
-            size = await runtime.exec_to_file(
-                container,
-                ["bash", "-o", "pipefail", "-c", script, "cloner-backup", database],
-                partial, user=MYSQL_UID,
-            )
+            guard = (self._lock_wait_guard(watch, lock_wait_s, killed) if watch is not None
+                     else contextlib.nullcontext())
+            async with guard:
+                size = await runtime.exec_to_file(
+                    container,
+                    ["bash", "-o", "pipefail", "-c", script, "cloner-backup", database],
+                    partial, user=MYSQL_UID,
+                )
         except Exception as exc:
             partial.unlink(missing_ok=True)
+            if killed:
+                raise BackupError(
+                    f"mariadb-dump of {tenant_id} gave up after waiting {lock_wait_s:g}s "
+                    "for a table lock held in the tenant database (LOCK TABLES in an open "
+                    "session?)"
+                ) from exc
             raise BackupError(f"mariadb-dump of {tenant_id} failed: {exc}") from exc
         try:
             entries = await asyncio.to_thread(_dumped_tables, partial)
@@ -1123,6 +1142,50 @@ class MysqlEngine:
         partial.chmod(0o600)
         partial.replace(dest)
         return BackupResult(dest, size, digest, BACKUP_FORMAT, entries)
+
+    @asynccontextmanager
+    async def _lock_wait_guard(
+        self, target: TenantTarget, lock_wait_s: float, killed: list[int]
+    ) -> AsyncIterator[None]:
+        """Bound the dump's lock waits while the block runs.
+
+        mariadb-dump has no lock-wait option and MariaDB's ``lock_wait_timeout``
+        defaults to a year, so a tenant holding ``LOCK TABLES … WRITE`` would
+        block the dump for good. A watcher (as root) ends the dump's statement
+        (``KILL QUERY``) once it has waited ``lock_wait_s`` for a lock; the ids
+        it killed land in ``killed``.
+        """
+        watcher = asyncio.create_task(self._kill_lock_waits(target, lock_wait_s, killed))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _kill_lock_waits(
+        self, target: TenantTarget, lock_wait_s: float, killed: list[int]
+    ) -> None:
+        interval = min(0.5, lock_wait_s / 4)
+        while True:
+            try:
+                async with self._session(target, no_database=True) as conn:
+                    while True:
+                        await asyncio.sleep(interval)
+                        async with conn.cursor() as cur:
+                            await cur.execute(
+                                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s "
+                                "AND STATE LIKE 'Waiting for%%lock%%' AND TIME_MS >= %s",
+                                (SOCKET_ACCOUNT, lock_wait_s * 1000),
+                            )
+                            for (session_id,) in await cur.fetchall():
+                                await cur.execute(f"KILL QUERY {int(session_id)}")
+                                killed.append(int(session_id))
+                                log.warning("mysql.dump_lock_wait_killed",
+                                            tenant_id=target.tenant_id, waited_s=lock_wait_s)
+            except (OSError, TimeoutError, pymysql.Error, NotReady) as exc:  # look again soon
+                log.debug("mysql.lock_watch_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(interval)
 
     async def restore(self, runtime: Runtime, target: TenantTarget, source: Path) -> None:
         """Load a backup through the ``mariadb`` client in the container, fed through stdin.

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import asyncpg
 
+from cloner import constants
 from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
@@ -749,18 +750,22 @@ class PostgresEngine:
 
     # ---------------------------------------------------------------- backups
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
+    ) -> BackupResult:
         """``pg_dump -Fc`` inside the tenant container, streamed to ``dest``, checksummed."""
         if target.container_name is None:
             raise BackupError("postgres backup needs the tenant container")
         return await self._dump(
             runtime, target.container_name, target.tenant_id,
             superuser=target.credentials.superuser.username, database=target.database, dest=dest,
+            lock_wait_s=lock_wait_s,
         )
 
     async def _dump(
         self, runtime: Runtime, container: str, tenant_id: str, *, superuser: str,
-        database: str, dest: Path,
+        database: str, dest: Path, lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
     ) -> BackupResult:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = dest.with_suffix(dest.suffix + ".partial")
@@ -768,11 +773,21 @@ class PostgresEngine:
             size = await runtime.exec_to_file(
                 container,
                 ["pg_dump", "-U", superuser, "-Fc", "-Z", "6",
+                 # A tenant holding a lock on its tables fails its own backup, in bounded
+                 # time, instead of pinning the worker (pg_dump waits forever by default).
+                 f"--lock-wait-timeout={max(1, round(lock_wait_s * 1000))}",
                  "--no-owner", "--no-privileges", "-d", database],
                 partial, user=POSTGRES_UID,
             )
         except Exception as exc:
             partial.unlink(missing_ok=True)
+            text = str(exc)
+            if "lock" in text and ("timeout" in text or "could not obtain" in text):
+                raise BackupError(
+                    f"pg_dump of {tenant_id} gave up after waiting {lock_wait_s:g}s for "
+                    "a table lock held in the tenant database (an open transaction holding "
+                    f"LOCK TABLE?): {text[-300:]}"
+                ) from exc
             raise BackupError(f"pg_dump of {tenant_id} failed: {exc}") from exc
         if size < 5 or await asyncio.to_thread(_magic, partial) != b"PGDMP":
             partial.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from cloner import constants
 from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.migrations import AppliedMigration, MigrationScript, MigrationState
@@ -115,7 +116,10 @@ class SqliteEngine:
         others = [Path(n.endpoint.path) for n in neighbours if n.endpoint.path]
         return await asyncio.to_thread(_isolation_checks, _path(target), others)
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,
+    ) -> BackupResult:
         """An online copy (SQLite backup API), gzip-compressed, checked, checksummed."""
         try:
             return await asyncio.to_thread(_backup, _path(target), dest)

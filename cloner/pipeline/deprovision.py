@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,11 @@ from cloner.backups import final_backup_problem, is_final, write_manifest
 from cloner.controlplane import TenantUpdate
 from cloner.domain import Engine, Request, Status, Tenant, volume_name
 from cloner.engines import BackupResult, Placement, get_engine
-from cloner.errors import BackupError, InvalidTransition
+from cloner.errors import BackupError, InvalidTransition, LeaseLost, TimeoutExceeded
 from cloner.logging import get_logger
 from cloner.pipeline.context import Services
-from cloner.pipeline.hosts import ContainerHost
-from cloner.pipeline.provision import StepFailed
+from cloner.pipeline.hosts import ContainerHost, TenantHost
+from cloner.pipeline.provision import Checkpoint, StepFailed, run_checkpoint
 
 log = get_logger(__name__)
 
@@ -43,8 +45,13 @@ class Deprovisioner:
     def __init__(self, services: Services) -> None:
         self.s = services
 
-    async def run(self, request: Request) -> Tenant:
-        """Run one deprovision request; raise ``StepFailed`` on failure."""
+    async def run(self, request: Request, checkpoint: Checkpoint | None = None) -> Tenant:
+        """Run one deprovision request; raise ``StepFailed`` on failure.
+
+        ``checkpoint`` runs before every step (the worker confirms its lease
+        there); each step has a deadline: a backup ``backup_timeout_s``, the
+        others ``step_timeout_s``.
+        """
         tenant_id = request.tenant_id
         purge = bool(request.payload.get("purge"))
         actor = request.payload.get("actor")
@@ -56,20 +63,19 @@ class Deprovisioner:
         try:
             driver = get_engine(tenant.engine)
             host = self.s.host(driver)
-            if was_deprovisioned and await host.has_data(tenant_id):
-                _require_same_data(tenant_id, tenant.backup, await host.data_request(tenant_id))
+            async with self._step(step, checkpoint):
+                if was_deprovisioned and await host.has_data(tenant_id):
+                    _require_same_data(tenant_id, tenant.backup,
+                                       await host.data_request(tenant_id))
             step = "mark"
-            if tenant.status is not Status.DEPROVISIONING:
-                tenant = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
-                    status=Status.DEPROVISIONING, event="deprovision_started",
-                    event_detail={"purge": purge, "request": request.id, "actor": actor},
-                ))
+            async with self._step(step, checkpoint):
+                tenant = await self._mark(tenant, request, purge=purge, actor=actor)
             step = "backup"
             backup = tenant.backup
-            has_data = await host.has_data(tenant_id)
-            # Which request created the data kept now (volume label, directory marker).
-            data_of = await host.data_request(tenant_id) if has_data else None
-            live = await host.is_live(tenant_id)
+            async with self._step(step, checkpoint):
+                has_data, live = await host.has_data(tenant_id), await host.is_live(tenant_id)
+                # Which request created the data kept now (volume label, directory marker).
+                data_of = await host.data_request(tenant_id) if has_data else None
 
             def covered() -> bool:
                 # The final backup of this request (a retried attempt took it), or the one
@@ -80,32 +86,25 @@ class Deprovisioner:
 
             if (has_data and live and not covered() and tenant.endpoint is not None
                     and (tenant.has_credentials or not driver.roles)):
+                # Bounded by backup_timeout_s inside (a stalled dump is killed).
                 backup = await self.backup(tenant, reason="deprovision", request_id=request.id,
                                            actor=actor, final=True, data_request=data_of)
             step = "remove"
-            await host.stop(tenant_id)
+            async with self._step(step, checkpoint):
+                await host.stop(tenant_id)
             if has_data and not covered():
                 # The container is gone (removed by hand, pruned, never recreated) or could
                 # not be backed up: the data is dumped from the kept volume itself. If that
                 # fails, so does the delete, and the volume stays.
                 step = "backup"
-                if driver.placement is Placement.CONTAINER:
-                    backup = await self.backup_from_volume(
-                        tenant, reason="deprovision", request_id=request.id, actor=actor,
-                        final=True, data_request=data_of)
-                else:
-                    backup = await self.backup(tenant, reason="deprovision",
-                                               request_id=request.id, actor=actor, final=True,
-                                               data_request=data_of)
+                await _at(step, checkpoint)
+                backup = await self._final_backup_of_kept_data(
+                    tenant, request.id, actor, data_of)
             final = Status.DEPROVISIONED
             if purge:
                 step = "purge"
-                if has_data:
-                    # Read back now, immediately before the volume goes (not when enqueued).
-                    await asyncio.to_thread(
-                        require_final_backup, self.s.settings.backups_dir, tenant_id, backup,
-                        await host.data_request(tenant_id))
-                await host.remove_data(tenant_id)
+                await self._purge(host, tenant_id, backup, has_data=has_data,
+                                  checkpoint=checkpoint)
                 final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
             reason = request.payload.get("reason")
@@ -114,8 +113,12 @@ class Deprovisioner:
                 event_detail={"backup": (backup or {}).get("path"), "request": request.id,
                               "actor": actor, "reason": reason},
             ))
+        except LeaseLost:
+            raise  # another attempt owns the request now: nothing to record, nothing to count
         except Exception as exc:
             self.s.metrics.deprovisions.labels(outcome="failure").inc()
+            if isinstance(exc, StepFailed):
+                raise
             raise StepFailed(step, exc) from exc
         if final is Status.PURGED and reason == RETENTION_REASON:
             # Counted with the reconciler's actions: the retention sweep of its pass
@@ -123,6 +126,44 @@ class Deprovisioner:
             self.s.metrics.reconcile_actions.labels(action="retention_purged").inc()
             log.info("retention.purged", tenant_id=tenant_id, backup=(backup or {}).get("path"))
         return done
+
+    async def _mark(
+        self, tenant: Tenant, request: Request, *, purge: bool, actor: str | None
+    ) -> Tenant:
+        if tenant.status is Status.DEPROVISIONING:
+            return tenant
+        return await self.s.control_plane.update_tenant(tenant.tenant_id, TenantUpdate(
+            status=Status.DEPROVISIONING, event="deprovision_started",
+            event_detail={"purge": purge, "request": request.id, "actor": actor},
+        ))
+
+    async def _final_backup_of_kept_data(
+        self, tenant: Tenant, request_id: str, actor: str | None, data_of: str | None
+    ) -> dict[str, Any]:
+        if get_engine(tenant.engine).placement is Placement.CONTAINER:
+            return await self.backup_from_volume(
+                tenant, reason="deprovision", request_id=request_id, actor=actor, final=True,
+                data_request=data_of)
+        return await self.backup(tenant, reason="deprovision", request_id=request_id,
+                                 actor=actor, final=True, data_request=data_of)
+
+    async def _purge(
+        self, host: TenantHost, tenant_id: str, backup: dict[str, Any] | None, *,
+        has_data: bool, checkpoint: Checkpoint | None,
+    ) -> None:
+        await _at("purge", checkpoint)
+        if has_data:
+            # Read back now, immediately before the volume goes (not when enqueued).
+            await asyncio.to_thread(
+                require_final_backup, self.s.settings.backups_dir, tenant_id, backup,
+                await host.data_request(tenant_id))
+        async with self._step("purge", None):
+            await host.remove_data(tenant_id)
+
+    def _step(
+        self, step: str, checkpoint: Checkpoint | None
+    ) -> AbstractAsyncContextManager[None]:
+        return _step(step, checkpoint, self.s.settings.step_timeout_s)
 
     async def _get(self, tenant_id: str) -> Tenant:
         tenant = await self.s.control_plane.get_tenant(tenant_id)
@@ -143,6 +184,8 @@ class Deprovisioner:
         try:
             return await self.backup(tenant, reason="on-demand", request_id=request.id,
                                      actor=request.payload.get("actor"))
+        except LeaseLost:
+            raise
         except Exception as exc:
             raise StepFailed("backup", exc) from exc
 
@@ -154,14 +197,22 @@ class Deprovisioner:
 
         A ``final`` backup records ``data_request``: the request that created the data
         it was taken from, which a purge or restore compares with the data it removes.
+
+        The whole backup has one deadline (``backup_timeout_s``): a dump that
+        outlives it is stopped (its process killed in the container) and the
+        backup fails with ``BackupError``; the dump tool itself waits at most
+        ``dump_lock_timeout_s`` for a table lock the tenant holds.
         """
         engine, target = await self.s.target(tenant)
+        settings = self.s.settings
         started = time.monotonic()
         try:
-            await self.s.host(engine).ensure_running(target)
-            await engine.wait_ready(target, self.s.settings.ready_timeout_s)
-            dest = backup_dest(self.s, tenant.tenant_id)
-            result = await engine.backup(self.s.runtime, target, dest)
+            async with _backup_deadline(tenant.tenant_id, settings.backup_timeout_s):
+                await self.s.host(engine).ensure_running(target)
+                await engine.wait_ready(target, settings.ready_timeout_s)
+                dest = backup_dest(self.s, tenant.tenant_id)
+                result = await engine.backup(self.s.runtime, target, dest,
+                                             lock_wait_s=settings.dump_lock_timeout_s)
         except Exception:
             self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
             raise
@@ -182,10 +233,11 @@ class Deprovisioner:
         (``ContainerHost.dump_volume``), recorded the same way."""
         started = time.monotonic()
         try:
-            result = await ContainerHost(self.s).dump_volume(
-                tenant.tenant_id, backup_dest(self.s, tenant.tenant_id), engine=tenant.engine,
-                request_id=request_id,
-            )
+            async with _backup_deadline(tenant.tenant_id, self.s.settings.backup_timeout_s):
+                result = await ContainerHost(self.s).dump_volume(
+                    tenant.tenant_id, backup_dest(self.s, tenant.tenant_id),
+                    engine=tenant.engine, request_id=request_id,
+                )
         except Exception:
             self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
             raise
@@ -213,6 +265,43 @@ class Deprovisioner:
         log.info("backup.done", tenant_id=tenant.tenant_id, path=str(result.path),
                  size_bytes=result.size_bytes, final=record.get("final", False))
         return record
+
+
+async def _at(step: str, checkpoint: Checkpoint | None) -> None:
+    if checkpoint is not None:
+        await run_checkpoint(checkpoint, step)
+
+
+@asynccontextmanager
+async def _step(step: str, checkpoint: Checkpoint | None, timeout_s: float) -> AsyncIterator[None]:
+    """Start ``step`` at a checkpoint (the lease is still ours), then bound it: its
+    overrun fails the step with a clear ``TimeoutExceeded``."""
+    await _at(step, checkpoint)
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        raise StepFailed(step, TimeoutExceeded(
+            f"step {step} exceeded {timeout_s:g}s (CLONER_STEP_TIMEOUT_S)")) from exc
+
+
+@asynccontextmanager
+async def _backup_deadline(tenant_id: str, timeout_s: float) -> AsyncIterator[None]:
+    """Bound one whole backup; its overrun is a ``BackupError`` that says which setting."""
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        raise BackupError(
+            f"backup of {tenant_id} did not finish within {timeout_s:g}s "
+            "(CLONER_BACKUP_TIMEOUT_S); it was stopped"
+        ) from exc
 
 
 def backup_dest(services: Services, tenant_id: str) -> Path:

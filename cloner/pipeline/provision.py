@@ -61,9 +61,11 @@ from cloner.engines import (
 from cloner.engines.base import EndpointGuard
 from cloner.errors import (
     ClonerError,
+    ControlPlaneError,
     InvalidBackup,
     InvalidInput,
     IsolationViolation,
+    LeaseLost,
     NotReady,
     TimeoutExceeded,
 )
@@ -94,13 +96,29 @@ def _all_transient_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+async def run_checkpoint(checkpoint: Checkpoint, step: str) -> None:
+    """Run ``checkpoint`` before ``step``: ``LeaseLost`` stops the run as it is, any other
+    error (the control plane busy) fails the step transiently."""
+    try:
+        await checkpoint()
+    except (LeaseLost, StepFailed):
+        raise
+    except Exception as exc:
+        raise StepFailed(step, exc) from exc
+
+
 class StepFailed(Exception):
-    """A pipeline step failed; carries the step and whether a retry may help."""
+    """A pipeline step failed; carries the step and whether a retry may help.
+
+    A control-plane error (busy, locked) is transient: the step's work is
+    idempotent, and the next attempt finds the registry answering again.
+    ``LeaseLost`` is never wrapped: the attempt stops instead of failing.
+    """
 
     def __init__(self, step: str, cause: BaseException) -> None:
         self.step = step
         self.cause = cause
-        self.transient = isinstance(cause, _all_transient_errors()) or (
+        self.transient = isinstance(cause, (*_all_transient_errors(), ControlPlaneError)) or (
             isinstance(cause, ClonerError) and cause.transient
         )
         self.error_class = type(cause).__name__
@@ -188,7 +206,7 @@ class Provisioner:
         started = time.monotonic()
         for step in PROVISION_STEPS:
             if checkpoint is not None:
-                await checkpoint()
+                await run_checkpoint(checkpoint, step)
             with structlog.contextvars.bound_contextvars(step=step):
                 step_started = time.monotonic()
                 try:
@@ -198,7 +216,7 @@ class Provisioner:
                     raise StepFailed(step, TimeoutExceeded(
                         f"step {step} exceeded {self.s.settings.step_timeout_s:.0f}s"
                     )) from exc
-                except StepFailed:
+                except (StepFailed, LeaseLost):
                     raise
                 except Exception as exc:
                     raise StepFailed(step, exc) from exc

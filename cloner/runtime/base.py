@@ -143,16 +143,29 @@ class Runtime(Protocol):
         container on that volume. The caller removes it with ``remove_container``.
         """
 
-    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
-        """Run ``cmd`` in the container, stream its stdout into ``dest``; bytes written."""
+    async def exec_to_file(
+        self, name: str, cmd: list[str], dest: Path, user: str, *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Run ``cmd`` in the container, stream its stdout into ``dest``; bytes written.
+
+        Every exec has an overall deadline (``timeout_s``, else the runtime's
+        default): past it, or when the caller is cancelled, the exec'd process
+        is killed inside the container and ``TimeoutExceeded`` is raised.
+        """
 
     async def exec_with_stdin(
-        self, name: str, cmd: list[str], source: Path, user: str
+        self, name: str, cmd: list[str], source: Path, user: str, *,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
-        """Run ``cmd`` with ``source`` streamed to its stdin; exit code and output."""
+        """Run ``cmd`` with ``source`` streamed to its stdin; exit code and output (bounded
+        like ``exec_to_file``)."""
 
-    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
-        """Run ``cmd`` in the container; exit code and combined output."""
+    async def exec(
+        self, name: str, cmd: list[str], user: str, *, timeout_s: float | None = None
+    ) -> tuple[int, str]:
+        """Run ``cmd`` in the container; exit code and combined output (bounded like
+        ``exec_to_file``)."""
 
     async def logs_tail(self, name: str, lines: int = 20) -> str:
         """The last lines of the container log."""

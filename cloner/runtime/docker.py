@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from docker.models.containers import Container
 from docker.types import LogConfig
 
 from cloner import constants
-from cloner.errors import ImageError, RuntimeFault, RuntimeUnavailable
+from cloner.errors import ImageError, RuntimeFault, RuntimeUnavailable, TimeoutExceeded
 from cloner.logging import get_logger
 from cloner.runtime.base import (
     ContainerInfo,
@@ -42,6 +43,18 @@ log = get_logger(__name__)
 SLOW_CALL_THREADS = 2
 
 _CONNECTION_ERRORS = (ConnectionError, OSError)
+
+#: Environment variable that marks every process of one exec (children inherit it).
+EXEC_MARKER_VAR = "CLONER_EXEC"
+#: How long killing a timed-out exec (and its reader thread winding down) may take.
+EXEC_KILL_TIMEOUT_S = 10.0
+#: Kills, inside the container, every process whose environment carries the marker
+#: given as $1 (readable for processes of the same user, which the kill runs as).
+_KILL_BY_MARKER = (
+    'for p in /proc/[0-9]*; do '
+    'if tr "\\0" "\\n" < "$p/environ" 2>/dev/null | grep -qx "' + EXEC_MARKER_VAR + '=$1"; '
+    'then kill -KILL "${p#/proc/}" 2>/dev/null; fi; done; exit 0'
+)
 
 
 def _wrap(fn: Callable[P, T]) -> Callable[P, T]:
@@ -64,8 +77,13 @@ def _wrap(fn: Callable[P, T]) -> Callable[P, T]:
 class DockerRuntime:
     """Tenant containers on a local (or ``docker_url``) Docker engine."""
 
-    def __init__(self, install_id: str, docker_url: str | None = None) -> None:
+    def __init__(
+        self, install_id: str, docker_url: str | None = None,
+        exec_timeout_s: float = constants.EXEC_TIMEOUT_S,
+    ) -> None:
         self.install_id = install_id
+        #: Deadline of an exec whose caller names none.
+        self.exec_timeout_s = exec_timeout_s
         self._docker_url = docker_url
         self._client: docker.DockerClient | None = None
         self._network_lock = asyncio.Lock()
@@ -465,24 +483,88 @@ class DockerRuntime:
         return self._info(container)
 
     # ------------------------------------------------------------------- exec
+    #
+    # docker-py turns the socket timeout off for exec streams, so a command that never
+    # ends (a dump waiting on a tenant's lock) would block its thread forever. Each exec
+    # therefore has a deadline enforced here: the process is found inside the container
+    # by a marker in its environment (children inherit it) and killed, which ends the
+    # stream; the stream is closed as well in case the kill could not run.
 
-    async def exec_to_file(self, name: str, cmd: list[str], dest: Path, user: str) -> int:
-        """Stream the command's stdout into ``dest``; raise with stderr on failure."""
-        def run() -> int:
+    async def _bounded_exec(
+        self, name: str, cmd: list[str], user: str, timeout_s: float | None,
+        body: Callable[[_ExecHandle], T],
+    ) -> T:
+        limit = self.exec_timeout_s if timeout_s is None else timeout_s
+        handle = _ExecHandle(secrets.token_hex(8))
+        task = asyncio.ensure_future(self._run(body, handle))
+        try:
+            done, _pending = await asyncio.wait({task}, timeout=limit)
+        except asyncio.CancelledError:
+            # The caller gave up (step deadline, lost lease, shutdown): nothing may linger.
+            await asyncio.shield(self._stop_exec(name, user, handle, task))
+            raise
+        if done:
+            return task.result()
+        log.warning("runtime.exec_timeout", container=name, command=cmd[0],
+                    timeout_s=limit)
+        await asyncio.shield(self._stop_exec(name, user, handle, task))
+        raise TimeoutExceeded(
+            f"{cmd[0]} in {name} did not finish within {limit:g}s; it was killed"
+        )
+
+    async def _stop_exec(
+        self, name: str, user: str, handle: _ExecHandle, task: asyncio.Future[Any]
+    ) -> None:
+        def kill() -> None:
             api = self.client.api
-            exec_id = api.exec_create(name, cmd, user=user, stdout=True, stderr=True)["Id"]
+            exec_id = api.exec_create(
+                name, ["sh", "-c", _KILL_BY_MARKER, "cloner-kill", handle.marker],
+                user=user, stdout=True, stderr=True,
+            )["Id"]
+            api.exec_start(exec_id)
+
+        try:
+            await asyncio.wait_for(self._run(kill), EXEC_KILL_TIMEOUT_S)
+        except Exception as exc:  # the container may be gone or frozen: close the stream
+            log.warning("runtime.exec_kill_failed", container=name,
+                        error=f"{type(exc).__name__}: {exc}")
+        handle.close()
+        _done, pending = await asyncio.wait({task}, timeout=EXEC_KILL_TIMEOUT_S)
+        if pending:
+            log.warning("runtime.exec_thread_stuck", container=name)
+        elif not task.cancelled():
+            task.exception()  # retrieved: the exec's own error is not the one to report
+
+    def _create_exec(
+        self, handle: _ExecHandle, name: str, cmd: list[str], user: str, *, stdin: bool = False
+    ) -> str:
+        exec_id: str = self.client.api.exec_create(
+            name, cmd, user=user, stdin=stdin, stdout=True, stderr=True,
+            environment={EXEC_MARKER_VAR: handle.marker},
+        )["Id"]
+        return exec_id
+
+    async def exec_to_file(
+        self, name: str, cmd: list[str], dest: Path, user: str, *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Stream the command's stdout into ``dest``; raise with stderr on failure."""
+        def run(handle: _ExecHandle) -> int:
+            api = self.client.api
+            exec_id = self._create_exec(handle, name, cmd, user)
             written = 0
             errors: list[bytes] = []
             stream = api.exec_start(exec_id, stream=True, demux=True)
+            handle.closers.append(stream.close)
             try:
-                with dest.open("wb") as handle:
+                with dest.open("wb") as handle_out:
                     for out, err in stream:
                         if out:
-                            handle.write(out)
+                            handle_out.write(out)
                             written += len(out)
                         if err:
                             errors.append(err)
-                    handle.flush()
+                    handle_out.flush()
             finally:
                 stream.close()
                 # CancellableStream.close() shuts the socket but leaves the HTTP response
@@ -496,22 +578,22 @@ class DockerRuntime:
                 raise RuntimeFault(f"{cmd[0]} exited with {code}: {tail}")
             return written
 
-        return await self._run(run)
+        return await self._bounded_exec(name, cmd, user, timeout_s, run)
 
     async def exec_with_stdin(
-        self, name: str, cmd: list[str], source: Path, user: str
+        self, name: str, cmd: list[str], source: Path, user: str, *,
+        timeout_s: float | None = None,
     ) -> tuple[int, str]:
         """Upload ``source`` through the exec's stdin: no file lands in the container."""
-        def run() -> tuple[int, str]:
+        def run(handle: _ExecHandle) -> tuple[int, str]:
             api = self.client.api
-            exec_id = api.exec_create(
-                name, cmd, user=user, stdin=True, stdout=True, stderr=True
-            )["Id"]
+            exec_id = self._create_exec(handle, name, cmd, user, stdin=True)
             sock = api.exec_start(exec_id, socket=True)
             raw = getattr(sock, "_sock", sock)
+            handle.closers.append(functools.partial(_shutdown, raw))
             try:
-                with source.open("rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 16), b""):
+                with source.open("rb") as handle_in:
+                    for chunk in iter(lambda: handle_in.read(1 << 16), b""):
                         raw.sendall(chunk)
                 raw.shutdown(socket.SHUT_WR)
                 output = bytearray()
@@ -523,16 +605,30 @@ class DockerRuntime:
             code = api.exec_inspect(exec_id).get("ExitCode")
             return int(code if code is not None else -1), _strip_stream_headers(bytes(output))
 
-        return await self._run(run)
+        return await self._bounded_exec(name, cmd, user, timeout_s, run)
 
-    async def exec(self, name: str, cmd: list[str], user: str) -> tuple[int, str]:
+    async def exec(
+        self, name: str, cmd: list[str], user: str, *, timeout_s: float | None = None
+    ) -> tuple[int, str]:
         """Run a command, return exit code and output."""
-        def run() -> tuple[int, str]:
-            container = self.client.containers.get(name)
-            result = container.exec_run(cmd, user=user)
-            return int(result.exit_code), result.output.decode(errors="replace")
+        def run(handle: _ExecHandle) -> tuple[int, str]:
+            api = self.client.api
+            exec_id = self._create_exec(handle, name, cmd, user)
+            stream = api.exec_start(exec_id, stream=True)
+            handle.closers.append(stream.close)
+            output = bytearray()
+            try:
+                for chunk in stream:
+                    output.extend(chunk)
+            finally:
+                stream.close()
+                response = getattr(stream, "_response", None)
+                if response is not None:
+                    response.close()
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            return int(code if code is not None else -1), output.decode(errors="replace")
 
-        return await self._run(run)
+        return await self._bounded_exec(name, cmd, user, timeout_s, run)
 
     async def logs_tail(self, name: str, lines: int = 20) -> str:
         """Last log lines, or '' when unavailable."""
@@ -674,6 +770,23 @@ def _container_stats(raw: dict[str, Any]) -> ContainerStats:
         memory_bytes=max(0, used), cpu_cores=cores,
         memory_limit_bytes=int(limit) if limit else None,
     )
+
+
+class _ExecHandle:
+    """One exec's marker and how to unblock the thread reading its stream."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.closers: list[Callable[[], object]] = []
+
+    def close(self) -> None:
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                closer()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _strip_stream_headers(data: bytes) -> str:

@@ -17,13 +17,20 @@ from cloner.domain import (
     Engine,
     Industry,
     IsolationReport,
+    Lease,
     Request,
     RequestKind,
     RequestStatus,
     Status,
     TenantSpec,
 )
-from cloner.errors import ControlPlaneError, InvalidTransition, TenantExists, TenantNotFound
+from cloner.errors import (
+    ControlPlaneError,
+    InvalidTransition,
+    LeaseLost,
+    TenantExists,
+    TenantNotFound,
+)
 
 TTL_S = 30.0
 SHORT_TTL_S = 0.01
@@ -117,40 +124,120 @@ async def test_claim_on_empty_queue_returns_none(cp: SQLiteControlPlane) -> None
     assert await cp.claim("worker-a", TTL_S) is None
 
 
-async def test_renew_only_by_the_lease_owner(cp: SQLiteControlPlane) -> None:
-    """The owner can renew its lease; another owner cannot."""
+async def _claim(cp: SQLiteControlPlane, owner: str, ttl_s: float = TTL_S) -> Lease:
+    claimed = await cp.claim(owner, ttl_s)
+    assert claimed is not None and claimed.lease is not None
+    return claimed.lease
+
+
+async def test_renew_only_by_the_lease_holder(cp: SQLiteControlPlane) -> None:
+    """The attempt holding the lease can renew it; a made-up token cannot."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
-    assert await cp.renew(request.id, "worker-a", TTL_S) is True
-    assert await cp.renew(request.id, "worker-b", TTL_S) is False
+    lease = await _claim(cp, "worker-a")
+    assert lease.request_id == request.id
+    assert lease.token.startswith("worker-a.")
+    assert await cp.renew(lease, TTL_S) is True
+    assert await cp.renew(Lease(request.id, "worker-a"), TTL_S) is False
+    assert await cp.renew(Lease(request.id, "worker-b.0000"), TTL_S) is False
+
+
+async def test_each_claim_gets_its_own_token_even_for_the_same_owner(
+    cp: SQLiteControlPlane,
+) -> None:
+    """Two claims by one owner (two workers of one daemon) are two attempts, two tokens."""
+    request = await _provision(cp)
+    first = await _claim(cp, "daemon-1", SHORT_TTL_S)
+    await asyncio.sleep(0.05)
+    second = await _claim(cp, "daemon-1", TTL_S)
+    assert first.token != second.token
+    assert await cp.renew(first, TTL_S) is False
+    assert await cp.renew(second, TTL_S) is True
+    # The token is handed to the claimer only: reads of the request never carry it.
+    read = await cp.get_request(request.id)
+    assert read is not None and read.lease is None
 
 
 async def test_expired_lease_is_retaken_without_any_daemon_row(cp: SQLiteControlPlane) -> None:
-    """After the TTL another owner claims it (attempts=2) and the old owner's lease is lost."""
+    """After the TTL another attempt claims it (attempts=2) and the old attempt is fenced off."""
     request = await _provision(cp)
     assert await cp.live_daemons(within_s=3600) == []
-    first = await cp.claim("worker-a", SHORT_TTL_S)
-    assert first is not None
+    first = await _claim(cp, "worker-a", SHORT_TTL_S)
     await asyncio.sleep(0.05)
     second = await cp.claim("worker-b", TTL_S)
-    assert second is not None
+    assert second is not None and second.lease is not None
     assert second.id == request.id
     assert second.attempts == 2
     assert second.status is RequestStatus.RUNNING
-    assert await cp.renew(request.id, "worker-a", TTL_S) is False
-    assert await cp.renew(request.id, "worker-b", TTL_S) is True
-    # the old owner can no longer finish it either
-    await cp.complete(request.id, "worker-a")
+    assert await cp.renew(first, TTL_S) is False
+    assert await cp.renew(second.lease, TTL_S) is True
+    # the old attempt can no longer finish it either
+    with pytest.raises(LeaseLost, match="no longer held"):
+        await cp.complete(first)
     current = await cp.get_request(request.id)
     assert current is not None
     assert current.status is RequestStatus.RUNNING
 
 
+async def test_stale_attempt_of_the_same_owner_cannot_write_anything(
+    cp: SQLiteControlPlane,
+) -> None:
+    """Same owner, re-claimed after expiry: the first attempt's every write is refused."""
+    request = await _provision(cp)
+    stale = await _claim(cp, "daemon-1", SHORT_TTL_S)
+    await asyncio.sleep(0.05)
+    current = await _claim(cp, "daemon-1", TTL_S)
+    counter = await cp.registry_change_counter()
+    events = await cp.events("acme")
+
+    with pytest.raises(LeaseLost):
+        await cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING,
+                                                    container_name="stale"), lease=stale)
+    for write in (cp.complete(stale), cp.fail(stale, "boom"), cp.retry(stale, "boom", 0.0),
+                  cp.release(stale)):
+        with pytest.raises(LeaseLost):
+            await write
+
+    # Nothing of the refused writes landed: row, history, change counter, request.
+    tenant = await cp.get_tenant("acme")
+    assert tenant is not None
+    assert tenant.status is Status.REQUESTED and tenant.container_name is None
+    assert await cp.events("acme") == events
+    assert await cp.registry_change_counter() == counter
+    row = await cp.get_request(request.id)
+    assert row is not None
+    assert row.status is RequestStatus.RUNNING and row.last_error is None
+    # The current attempt writes as usual.
+    updated = await cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING),
+                                     lease=current)
+    assert updated.status is Status.PROVISIONING
+    await cp.complete(current)
+    done = await cp.get_request(request.id)
+    assert done is not None and done.status is RequestStatus.DONE
+    # A finished request fences its own last attempt too.
+    with pytest.raises(LeaseLost):
+        await cp.update_tenant("acme", TenantUpdate(error=None), lease=current)
+
+
+async def test_lease_fences_writes_to_its_own_tenant_only(cp: SQLiteControlPlane) -> None:
+    """A held lease of one tenant's request does not license writes to another tenant."""
+    await _provision(cp)
+    await cp.enqueue(TenantSpec("other", Engine.POSTGRES, Industry.TECHNOLOGY, "v1.0"),
+                     RequestKind.PROVISION, "other", {})
+    lease = await _claim(cp, "worker-a")
+    claimed = await cp.get_request(lease.request_id)
+    assert claimed is not None
+    neighbour = "other" if claimed.tenant_id == "acme" else "acme"
+    with pytest.raises(LeaseLost):
+        await cp.update_tenant(neighbour, TenantUpdate(error={"x": 1}), lease=lease)
+    tenant = await cp.get_tenant(neighbour)
+    assert tenant is not None and tenant.error is None
+
+
 async def test_unexpired_lease_is_not_retaken(cp: SQLiteControlPlane) -> None:
     """A renewed lease keeps the request away from other workers."""
-    request = await _provision(cp)
-    assert await cp.claim("worker-a", 0.2) is not None
-    assert await cp.renew(request.id, "worker-a", TTL_S) is True
+    await _provision(cp)
+    lease = await _claim(cp, "worker-a", 0.2)
+    assert await cp.renew(lease, TTL_S) is True
     await asyncio.sleep(0.25)
     assert await cp.claim("worker-b", TTL_S) is None
 
@@ -160,8 +247,8 @@ async def test_retry_with_delay_is_not_claimable_until_delay_passed(
 ) -> None:
     """retry requeues with backoff: invisible until the delay passed, then attempts=2."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
-    await cp.retry(request.id, "worker-a", "docker hiccup", delay_s=0.4)
+    lease = await _claim(cp, "worker-a")
+    await cp.retry(lease, "docker hiccup", delay_s=0.4)
     queued = await cp.get_request(request.id)
     assert queued is not None
     assert queued.status is RequestStatus.QUEUED
@@ -174,11 +261,12 @@ async def test_retry_with_delay_is_not_claimable_until_delay_passed(
     assert again.attempts == 2
 
 
-async def test_retry_by_non_owner_is_ignored(cp: SQLiteControlPlane) -> None:
-    """A worker that lost the lease cannot requeue the request."""
+async def test_retry_by_non_holder_is_refused(cp: SQLiteControlPlane) -> None:
+    """A worker without the lease cannot requeue the request."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
-    await cp.retry(request.id, "worker-b", "not mine", delay_s=0)
+    await _claim(cp, "worker-a")
+    with pytest.raises(LeaseLost):
+        await cp.retry(Lease(request.id, "worker-b.1234"), "not mine", delay_s=0)
     current = await cp.get_request(request.id)
     assert current is not None
     assert current.status is RequestStatus.RUNNING
@@ -190,8 +278,7 @@ async def test_release_returns_request_without_charging_an_attempt(
 ) -> None:
     """A released request is queued again and the next claim is still attempt 1."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
-    await cp.release(request.id, "worker-a")
+    await cp.release(await _claim(cp, "worker-a"))
     released = await cp.get_request(request.id)
     assert released is not None
     assert released.status is RequestStatus.QUEUED
@@ -201,11 +288,12 @@ async def test_release_returns_request_without_charging_an_attempt(
     assert again.attempts == 1
 
 
-async def test_release_by_non_owner_is_ignored(cp: SQLiteControlPlane) -> None:
-    """Only the lease owner can hand a request back."""
+async def test_release_by_non_holder_is_refused(cp: SQLiteControlPlane) -> None:
+    """Only the attempt holding the lease can hand a request back."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
-    await cp.release(request.id, "worker-b")
+    await _claim(cp, "worker-a")
+    with pytest.raises(LeaseLost):
+        await cp.release(Lease(request.id, "worker-b.1234"))
     current = await cp.get_request(request.id)
     assert current is not None
     assert current.status is RequestStatus.RUNNING
@@ -215,15 +303,15 @@ async def test_release_by_non_owner_is_ignored(cp: SQLiteControlPlane) -> None:
 async def test_complete_is_terminal_and_allows_a_new_request(cp: SQLiteControlPlane) -> None:
     """A done request is never claimed again, and the tenant can take a new request."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", SHORT_TTL_S) is not None
-    await cp.complete(request.id, "worker-a")
+    lease = await _claim(cp, "worker-a", SHORT_TTL_S)
+    await cp.complete(lease)
     done = await cp.get_request(request.id)
     assert done is not None
     assert done.status is RequestStatus.DONE
     await asyncio.sleep(0.05)
     assert await cp.claim("worker-b", TTL_S) is None
     assert await cp.active_request("acme") is None
-    assert await cp.renew(request.id, "worker-a", TTL_S) is False
+    assert await cp.renew(lease, TTL_S) is False
     follow_up = await cp.enqueue(None, RequestKind.DEPROVISION, "acme", {"purge": False})
     assert follow_up.status is RequestStatus.QUEUED
     assert follow_up.id != request.id
@@ -232,8 +320,7 @@ async def test_complete_is_terminal_and_allows_a_new_request(cp: SQLiteControlPl
 async def test_fail_is_terminal_and_allows_a_new_request(cp: SQLiteControlPlane) -> None:
     """A failed request keeps its error, is never re-claimed, and frees the tenant's slot."""
     request = await _provision(cp)
-    assert await cp.claim("worker-a", SHORT_TTL_S) is not None
-    await cp.fail(request.id, "worker-a", "template broken")
+    await cp.fail(await _claim(cp, "worker-a", SHORT_TTL_S), "template broken")
     failed = await cp.get_request(request.id)
     assert failed is not None
     assert failed.status is RequestStatus.FAILED
@@ -310,12 +397,12 @@ async def test_update_unknown_tenant_raises_tenant_not_found(cp: SQLiteControlPl
 async def test_failed_tenant_can_be_recreated(cp: SQLiteControlPlane) -> None:
     """Enqueueing a failed tenant again resets its row to a fresh `requested` state."""
     first = await _provision(cp)
-    assert await cp.claim("worker-a", TTL_S) is not None
+    lease = await _claim(cp, "worker-a")
     await cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING,
                                                 container_name="cloner-acme"))
     await cp.update_tenant("acme", TenantUpdate(
         status=Status.FAILED, error={"step": "ready", "reason": "timeout"}))
-    await cp.fail(first.id, "worker-a", "timeout")
+    await cp.fail(lease, "timeout")
 
     second = await cp.enqueue(
         TenantSpec("acme", Engine.POSTGRES, Industry.NONE, "v1.0"),

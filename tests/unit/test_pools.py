@@ -533,10 +533,12 @@ async def test_registry_counter_increments_on_every_tenant_write(env: Env) -> No
     request = await env.cp.enqueue(spec, RequestKind.PROVISION, "acme", {})
     after_enqueue = await env.cp.registry_change_counter()
     assert after_enqueue == start + 1
-    await env.cp.claim("owner", 30.0)
+    claimed = await env.cp.claim("owner", 30.0)
+    assert claimed is not None and claimed.lease is not None
+    assert claimed.id == request.id
     assert await env.cp.registry_change_counter() == after_enqueue
     await env.cp.update_tenant("acme", TenantUpdate(status=Status.PROVISIONING))
     await env.cp.update_tenant("acme", TenantUpdate(timings={"total_s": 1.0}))
     assert await env.cp.registry_change_counter() == after_enqueue + 2
-    await env.cp.complete(request.id, "owner")
+    await env.cp.complete(claimed.lease)
     assert await env.cp.registry_change_counter() == after_enqueue + 2

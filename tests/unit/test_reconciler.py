@@ -57,8 +57,9 @@ async def failed_leftovers(fleet: Fleet, tenant_id: str) -> str:
     """A FAILED tenant whose compensation left its own container and volume behind."""
     request = await TenantService(fleet.app).create(tenant_id, "postgres", "none")
     await fleet.cp.update_tenant(tenant_id, TenantUpdate(status=Status.FAILED))
-    await fleet.claim()
-    await fleet.cp.fail(request.id, fleet.app.owner_id, "boom")
+    claimed = await fleet.claim()
+    assert claimed.id == request.id and claimed.lease is not None
+    await fleet.cp.fail(claimed.lease, "boom")
     await fleet.stray(tenant_id, request_id=request.id)
     return request.id
 
@@ -238,7 +239,8 @@ async def test_abandoned_provisioning_is_failed_and_cleaned(
         await fleet.cp.update_tenant("stuck", TenantUpdate(status=Status.PROVISIONING))
         await fleet.stray("stuck", request_id=request.id)
         # The request failed but the tenant's own FAILED write was lost.
-        await fleet.cp.fail(claimed.id, fleet.app.owner_id, "start: boom")
+        assert claimed.lease is not None
+        await fleet.cp.fail(claimed.lease, "start: boom")
 
         report = await Reconciler(fleet.app).reconcile_once()
 

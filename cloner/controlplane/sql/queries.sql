@@ -53,33 +53,40 @@ SELECT id FROM requests
  LIMIT 1;
 
 -- name: claim_request
+-- Each claim is a new attempt with a new token: whatever held the request before (an
+-- expired lease of this or another daemon) loses every write from here on.
 UPDATE requests
-   SET status = 'running', lease_owner = :owner, lease_expires_at = :expires_at,
-       attempts = attempts + 1, updated_at = :now
+   SET status = 'running', lease_owner = :owner, lease_token = :token,
+       lease_expires_at = :expires_at, attempts = attempts + 1, updated_at = :now
  WHERE id = :id;
 
 -- name: renew_lease
 UPDATE requests SET lease_expires_at = :expires_at, updated_at = :now
- WHERE id = :id AND lease_owner = :owner AND status = 'running';
+ WHERE id = :id AND lease_token = :token AND status = 'running';
+
+-- name: lease_held
+-- The fence of an attempt's writes, run inside the same transaction as the write.
+SELECT tenant_id FROM requests
+ WHERE id = :id AND lease_token = :token AND status = 'running';
 
 -- name: finish_request
 UPDATE requests
-   SET status = :status, last_error = :last_error, lease_owner = NULL,
+   SET status = :status, last_error = :last_error, lease_owner = NULL, lease_token = NULL,
        lease_expires_at = NULL, finished_at = :now, updated_at = :now
- WHERE id = :id AND lease_owner = :owner;
+ WHERE id = :id AND lease_token = :token AND status = 'running';
 
 -- name: retry_request
 UPDATE requests
-   SET status = 'queued', last_error = :last_error, lease_owner = NULL,
+   SET status = 'queued', last_error = :last_error, lease_owner = NULL, lease_token = NULL,
        lease_expires_at = NULL, not_before = :not_before, updated_at = :now
- WHERE id = :id AND lease_owner = :owner;
+ WHERE id = :id AND lease_token = :token AND status = 'running';
 
 -- name: release_request
 -- Shutdown hands the request back without charging it an attempt.
 UPDATE requests
-   SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+   SET status = 'queued', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
        attempts = MAX(attempts - 1, 0), updated_at = :now
- WHERE id = :id AND lease_owner = :owner AND status = 'running';
+ WHERE id = :id AND lease_token = :token AND status = 'running';
 
 -- name: queue_depth
 SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM requests

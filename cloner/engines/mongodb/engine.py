@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure, PyMongoError
 
+from cloner import constants
 from cloner.backups import sha256_of
 from cloner.catalog import ResolvedTemplates
 from cloner.catalog.mongo_template import parse_mongo_template
@@ -655,7 +656,10 @@ class MongoEngine:
             with suppress(ClonerError):
                 await runtime.exec(container, ["rm", "-f", inside], user=MONGO_UID)
 
-    async def backup(self, runtime: Runtime, target: TenantTarget, dest: Path) -> BackupResult:
+    async def backup(
+        self, runtime: Runtime, target: TenantTarget, dest: Path, *,
+        lock_wait_s: float = constants.DUMP_LOCK_TIMEOUT_S,  # noqa: ARG002 - no table locks: the exec deadline bounds it
+    ) -> BackupResult:
         """``mongodump --archive --gzip`` in the container, streamed to ``dest``, then read back.
 
         The archive counts only when every collection of the tenant database
