@@ -21,7 +21,7 @@ from cloner.daemon.health import HealthMonitor
 from cloner.daemon.http import make_server
 from cloner.daemon.reconciler import Reconciler
 from cloner.daemon.worker import Worker
-from cloner.errors import RuntimeUnavailable
+from cloner.errors import ControlPlaneError, RuntimeUnavailable
 from cloner.logging import get_logger
 from cloner.migrations.status import sync_migration_metrics
 from cloner.settings import Settings
@@ -151,7 +151,13 @@ class Daemon:
     async def _heartbeat(self) -> None:
         host = socket.gethostname()
         while not self.stop.is_set():
-            await self.app.control_plane.heartbeat_daemon(self.app.owner_id, os.getpid(), host)
+            try:
+                await self.app.control_plane.heartbeat_daemon(
+                    self.app.owner_id, os.getpid(), host)
+            except ControlPlaneError as exc:
+                # Only `cloner status` reads this row; a busy control plane must not end
+                # the TaskGroup (and with it every worker). The next beat tries again.
+                log.warning("daemon.heartbeat_failed", error=exc.message)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), DAEMON_HEARTBEAT_S)
 
