@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiomysql
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -28,7 +29,8 @@ from cloner.daemon.worker import Worker
 from cloner.domain import CheckResult, RequestStatus, Status, container_name
 from cloner.engines import Neighbour, TenantTarget
 from cloner.engines.postgres import POSTGRES_UID, PostgresEngine
-from cloner.errors import ControlPlaneError
+from cloner.errors import BackupError, ControlPlaneError, TimeoutExceeded
+from cloner.pipeline import Deprovisioner
 from cloner.tenants import TenantService
 from cloner.testing import use_engine
 from tests.conftest import make_settings, remove_owned, require_docker
@@ -242,3 +244,63 @@ async def test_a_tenant_lock_fails_its_own_backup_in_bounded_time_not_others_hea
             user=POSTGRES_UID)
         assert "pg_dump" not in out.split(), out
         assert not list((app.settings.backups_dir / "fence-lock-x").glob("*.partial"))
+
+
+async def test_a_tenant_lock_tables_fails_its_own_mysql_backup_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    """MariaDB: the owner's LOCK TABLES … WRITE in an open session fails the tenant's own
+    backup after the configured lock wait (MariaDB's own default is a year)."""
+    async with _app(tmp_path, dump_lock_timeout_s=2.0) as app:
+        await provision_ready(app, "mysql", "fence-lock-m")
+        tenant = await app.control_plane.get_tenant("fence-lock-m")
+        assert tenant is not None
+        target = await target_of(app, tenant)
+        owner = target.credentials.roles["owner"]
+        holder = await aiomysql.connect(
+            host=target.endpoint.host, port=target.endpoint.port, user=owner.username,
+            password=owner.password, db=target.database, autocommit=True, connect_timeout=5)
+        try:
+            async with holder.cursor() as cur:
+                await cur.execute("LOCK TABLES system_settings WRITE")
+            started = time.monotonic()
+            with pytest.raises(BackupError, match="lock") as caught:
+                async with asyncio.timeout(90):
+                    await Deprovisioner(app.services).backup(
+                        tenant, reason="on-demand", request_id=None)
+            elapsed = time.monotonic() - started
+        finally:
+            holder.close()
+
+        assert elapsed < 30, elapsed
+        assert "fence-lock-m" in caught.value.message
+        assert not list((app.settings.backups_dir / "fence-lock-m").glob("*.partial"))
+        # Once the lock is gone, the same backup works.
+        record = await Deprovisioner(app.services).backup(
+            tenant, reason="on-demand", request_id=None)
+        assert Path(record["path"]).is_file()
+
+
+async def test_an_exec_past_its_deadline_is_killed_inside_the_container(tmp_path: Path) -> None:
+    """docker-py reads exec streams without a timeout: ours has one, and kills the process."""
+    async with _app(tmp_path) as app:
+        await provision_ready(app, "postgres", "fence-exec")
+        name = container_name("fence-exec")
+        started = time.monotonic()
+        with pytest.raises(TimeoutExceeded, match="did not finish within 1s; it was killed"):
+            await app.runtime.exec_to_file(
+                name, ["sh", "-c", "sleep 300 | cat"], tmp_path / "out", user=POSTGRES_UID,
+                timeout_s=1.0)
+        assert time.monotonic() - started < 15
+        _code, out = await app.runtime.exec(
+            name, ["sh", "-c", "cat /proc/[0-9]*/comm"], user=POSTGRES_UID)
+        assert "sleep" not in out.split(), out  # the pipeline's children are gone too
+        # Cancelling the caller kills it as well.
+        task = asyncio.create_task(app.runtime.exec(name, ["sleep", "300"], user=POSTGRES_UID))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        _code, out = await app.runtime.exec(
+            name, ["sh", "-c", "cat /proc/[0-9]*/comm"], user=POSTGRES_UID)
+        assert "sleep" not in out.split(), out
