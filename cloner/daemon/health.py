@@ -17,6 +17,11 @@ Every ``isolation_interval_s`` (and on the first pass) the full isolation
 proof of DESIGN.md is re-run through ``cloner.pipeline.verify`` — the same
 code the ``verify`` step uses — and its report is stored on the tenant.
 
+Each tenant's check (probe, sample, isolation re-proof) runs under its own
+deadline, ``health_check_timeout_s``: a tenant that stalls its check, say by
+holding a lock its proof needs, is reported without a verdict and cannot hold
+up the pass for the others.
+
 State rules:
 
 - READY + failed probe → DEGRADED; READY + failed isolation proof → DEGRADED.
