@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from cloner.daemon import service
+from cloner.daemon.health import HealthMonitor
 from cloner.daemon.service import Daemon
 from cloner.daemon.worker import Worker
-from cloner.domain import RequestStatus, Status, container_name
+from cloner.domain import CheckResult, RequestStatus, Status, container_name
+from cloner.engines import Neighbour, TenantTarget
 from cloner.errors import ControlPlaneError
+from cloner.tenants import TenantService
+from cloner.testing import FakeEngine, use_engine
 from tests.unit.conftest import Env, EnvFactory
+from tests.unit.fleet import open_fleet
 
 
 def _failing(
@@ -205,3 +211,63 @@ async def test_daemon_heartbeat_survives_control_plane_errors(
     daemon.stop.set()
     await asyncio.wait_for(task, 1.0)
     assert calls[0] >= 4
+
+
+# ------------------------------------------------------------------ deadlines
+
+
+class _StallsOne(FakeEngine):
+    """A fake whose isolation proof never ends for one tenant (it holds a lock, say)."""
+
+    def __init__(self, stalled: str) -> None:
+        super().__init__()
+        self.stalled = stalled
+        self.stalling = False
+
+    async def prove_isolation(
+        self, target: TenantTarget, neighbours: Sequence[Neighbour]
+    ) -> list[CheckResult]:
+        if self.stalling and target.tenant_id == self.stalled:
+            await asyncio.Event().wait()
+        return await super().prove_isolation(target, neighbours)
+
+
+async def test_one_stalled_tenant_cannot_stall_the_health_pass_for_others(
+    tmp_path: Path,
+) -> None:
+    """The stalled tenant's proof ends at its own deadline without a verdict; the other
+    tenant is probed and re-proved in the same pass."""
+    with use_engine(_StallsOne("stuck")) as engine:
+        async with open_fleet(tmp_path, engine, health_check_timeout_s=0.3) as fleet:
+            await fleet.ready("stuck")
+            await fleet.ready("fine")
+            engine.stalling = True
+            with capture_logs() as logs:
+                started = time.monotonic()
+                report = await asyncio.wait_for(
+                    HealthMonitor(fleet.app).check_once(isolation=True), timeout=5)
+            assert time.monotonic() - started < 2
+            fine, stuck = report.get("fine"), report.get("stuck")
+            assert fine is not None and fine.up and fine.isolation_passed is True
+            assert stuck is not None and stuck.up and stuck.isolation_passed is None
+            assert stuck.transition is None
+            assert (await fleet.tenant("stuck")).status is Status.READY
+            assert "health.isolation_timeout" in [e["event"] for e in logs]
+
+
+async def test_backup_past_its_deadline_fails_with_a_clear_error(
+    make_env: EnvFactory,
+) -> None:
+    """A dump that outlives CLONER_BACKUP_TIMEOUT_S is stopped; the request fails saying so."""
+    env = await make_env(backup_timeout_s=0.2)
+    created = await env.create()
+    assert (await env.work_once()).id == created.id
+    backup = await TenantService(env.app).backup("acme")
+    env.engine.delay_s["backup"] = 30
+    started = time.monotonic()
+    stored = await env.work_once()
+
+    assert stored.id == backup.id and stored.status is RequestStatus.FAILED
+    assert time.monotonic() - started < 5
+    assert "did not finish within 0.2s (CLONER_BACKUP_TIMEOUT_S)" in (stored.last_error or "")
+    assert (await env.tenant()).status is Status.READY
