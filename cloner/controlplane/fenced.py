@@ -126,6 +126,16 @@ class AttemptControlPlane:
         """Delegated."""
         return await self.inner.credentials_token(tenant_id)
 
+    async def credentials_tokens(self) -> list[tuple[str, str]]:
+        """Delegated."""
+        return await self.inner.credentials_tokens()
+
+    async def replace_credentials_token(
+        self, tenant_id: str, old: str, new: str, detail: dict[str, Any]
+    ) -> bool:
+        """Delegated (`cloner keys rotate`, a compare-and-set of its own, not an attempt's)."""
+        return await self.inner.replace_credentials_token(tenant_id, old, new, detail)
+
     async def registry_change_counter(self) -> int:
         """Delegated."""
         return await self.inner.registry_change_counter()
