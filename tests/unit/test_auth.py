@@ -276,8 +276,8 @@ async def test_recreated_tenant_id_starts_without_the_old_users(tmp_path: Path) 
         await cp.update_tenant("m6-reuse", TenantUpdate(status=Status.PROVISIONING))
         await cp.update_tenant("m6-reuse", TenantUpdate(status=Status.FAILED))
         claimed = await cp.claim("owner", 30.0)
-        assert claimed is not None
-        await cp.fail(claimed.id, "owner", "provisioning failed")
+        assert claimed is not None and claimed.lease is not None
+        await cp.fail(claimed.lease, "provisioning failed")
         assert await cp.get_user("stale@old-customer.com") is not None
 
         await cp.enqueue(spec, RequestKind.PROVISION, "m6-reuse", {})
