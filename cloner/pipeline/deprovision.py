@@ -100,12 +100,11 @@ class Deprovisioner:
                 await _at(step, checkpoint)
                 backup = await self._final_backup_of_kept_data(
                     tenant, request.id, actor, data_of)
-            final = Status.DEPROVISIONED
+            final = Status.PURGED if purge else Status.DEPROVISIONED
             if purge:
                 step = "purge"
                 await self._purge(host, tenant_id, backup, has_data=has_data,
                                   checkpoint=checkpoint)
-                final = Status.PURGED
             self.s.metrics.deprovisions.labels(outcome="success").inc()
             reason = request.payload.get("reason")
             done = await self.s.control_plane.update_tenant(tenant_id, TenantUpdate(
