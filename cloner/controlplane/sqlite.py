@@ -667,19 +667,28 @@ def _backup_file(source: Path, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def _unusable_reason(path: Path) -> str | None:
-    """Why ``path`` cannot be a control-plane file, or None if it can."""
+    """Why ``path`` cannot be a control-plane file, or None if it can.
+
+    The file is only ever opened through SQLite: closing a plain file handle on it
+    would drop every POSIX lock this process holds on the database (an open control
+    plane's included), and another process could then checkpoint and delete the WAL
+    under it.
+    """
     if path.is_dir():
         return "it is a directory"
-    if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as handle:
-            if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
-                return "it is not an SQLite database"
     if path.parent.exists() and not path.parent.is_dir():
         return f"{path.parent} is not a directory"
+    if path.exists() and path.stat().st_size > 0:
+        probe = sqlite3.connect(path, timeout=5.0)
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as exc:
+            return "it is not an SQLite database" if "not a database" in str(exc) else str(exc)
+        finally:
+            probe.close()
     return None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -545,6 +547,41 @@ async def test_opening_a_non_sqlite_file_raises_control_plane_error(tmp_path: Pa
         await plane.open()
     assert "\n" not in str(info.value)
     assert str(target) in str(info.value)
+
+
+async def test_a_second_open_keeps_the_first_connections_locks(tmp_path: Path) -> None:
+    """Opening the control plane again in one process must not drop the first one's locks.
+
+    Were the file read with a plain handle (closing it drops every POSIX lock the
+    process holds on it), another process could take the database as its own and
+    checkpoint and delete the WAL while the first connection still uses it.
+    """
+    path = tmp_path / "cp.sqlite3"
+    first = SQLiteControlPlane(path)
+    await first.open()
+    try:
+        await first.heartbeat_daemon("first", 1, "host")
+        second = SQLiteControlPlane(path)
+        await second.open()
+        await second.close()
+        child = (
+            "import asyncio, sys\n"
+            "from pathlib import Path\n"
+            "from cloner.controlplane import SQLiteControlPlane\n"
+            "async def main() -> None:\n"
+            "    plane = SQLiteControlPlane(Path(sys.argv[1]))\n"
+            "    await plane.open()\n"
+            "    await plane.close()\n"
+            "asyncio.run(main())\n"
+        )
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", child, str(path)], check=True, timeout=60
+        )
+        assert path.with_name("cp.sqlite3-wal").exists(), "another process deleted the WAL"
+        await first.heartbeat_daemon("first", 1, "host")
+        assert [d["owner"] for d in await first.live_daemons(60)] == ["first"]
+    finally:
+        await first.close()
 
 
 async def test_use_before_open_raises_control_plane_error(tmp_path: Path) -> None:
