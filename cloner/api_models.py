@@ -62,6 +62,25 @@ class RestoreTenantRequest(BaseModel):
     )
 
 
+class RotateTenantRequest(BaseModel):
+    """Optional body of ``POST /v1/tenants/{tenant_id}/rotate``: which role to rotate."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: Literal["owner", "app", "readonly", "all"] = Field(
+        default="all", description="The role that gets a new password; `all` for every role.",
+    )
+
+
+class RotationAccepted(BaseModel):
+    """A rotation was queued: new logins first, the old ones refused after the grace period."""
+
+    request_id: str = Field(description="Id of the queued `rotate` request.")
+    tenant_id: str
+    status: Status = Field(description="State of the tenant (stays `ready` throughout).")
+    roles: list[str] = Field(description="The roles that get new passwords.")
+
+
 class TenantAccepted(BaseModel):
     """A request was queued (or, for a repeated identical create, had been queued already)."""
 
@@ -216,6 +235,8 @@ class UserList(BaseModel):
 SCHEMA_MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], ...] = (
     (CreateTenantRequest, "validation"),
     (RestoreTenantRequest, "validation"),
+    (RotateTenantRequest, "validation"),
+    (RotationAccepted, "serialization"),
     (TenantAccepted, "serialization"),
     (Problem, "serialization"),
     (TenantDocument, "serialization"),

@@ -16,6 +16,7 @@ from cloner.install import bind_install, check_missing_control_plane
 from cloner.metrics import Metrics
 from cloner.pipeline import Deprovisioner, Provisioner
 from cloner.pipeline.context import Services
+from cloner.pipeline.rotate import Rotator
 from cloner.runtime.docker import DockerRuntime
 from cloner.secrets import (
     SecretsError,
@@ -64,6 +65,11 @@ class App:
     def deprovisioner(self) -> Deprovisioner:
         """A deprovisioning pipeline bound to this app."""
         return Deprovisioner(self.services)
+
+    @property
+    def rotator(self) -> Rotator:
+        """A credential-rotation pipeline bound to this app."""
+        return Rotator(self.services)
 
     @classmethod
     @asynccontextmanager

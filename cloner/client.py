@@ -152,6 +152,15 @@ class Client:
         body = {"backup": backup} if backup is not None else {}
         return dict(await self._call("POST", _tenant_path(tenant_id) + "/restore", json=body))
 
+    async def rotate_tenant(self, tenant_id: str, *, role: str = "all") -> dict[str, Any]:
+        """Enqueue new passwords for a ready tenant's roles (``owner``, ``app``,
+        ``readonly`` or ``all``), without downtime. Answers ``{"request_id",
+        "tenant_id", "status", "roles"}``; the new credentials are in
+        ``get_tenant(tenant_id, reveal=True)`` once the registry switched."""
+        return dict(await self._call(
+            "POST", _tenant_path(tenant_id) + "/rotate", json={"role": role}
+        ))
+
     async def wait_ready(
         self, tenant_id: str, *, timeout_s: float = 120.0, interval_s: float = 0.5,
     ) -> dict[str, Any]:

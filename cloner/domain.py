@@ -98,6 +98,8 @@ class RequestKind(enum.StrEnum):
     RESTORE = "restore"
     #: An on-demand backup of a ready tenant (queued so it never races a delete or restore).
     BACKUP = "backup"
+    #: New passwords for a ready tenant's roles, without downtime (``cloner tenant rotate``).
+    ROTATE = "rotate"
 
 
 #: Request kinds that run the provisioning pipeline (and compensate when they fail).
@@ -240,10 +242,28 @@ class Credentials:
 
     superuser: RoleCredential
     bootstrap_password: str
+    #: The current login of each tenant role: what applications, pools and probes use.
     roles: dict[str, RoleCredential] = field(default_factory=dict)
+    #: The role that holds a tenant role's privileges (and, for owner, its objects) when a
+    #: rotation gave it a separate login; absent = the login itself (never rotated).
+    grantees: dict[str, str] = field(default_factory=dict)
+    #: Logins a rotation has generated but not yet handed out (crash-safe re-run).
+    pending: dict[str, RoleCredential] = field(default_factory=dict)
+    #: Logins a rotation replaced; still valid until its grace period has passed.
+    retiring: dict[str, RoleCredential] = field(default_factory=dict)
+    #: Unix time after which the ``retiring`` logins are removed.
+    retire_after: float | None = None
+    #: The rotate request ``pending``/``retiring`` belong to.
+    rotation_request: str | None = None
+    #: Role → id of the rotate request that last finished rotating it.
+    rotated: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Credentials(roles={sorted(self.roles)!r})"
+
+    def grantee(self, role: str) -> str:
+        """The role holding ``role``'s privileges: grants, ownership, ``SET ROLE`` go here."""
+        return self.grantees.get(role) or self.roles[role].username
 
     def all_secrets(self) -> list[str]:
         """Every password in here, for log redaction."""
@@ -251,6 +271,8 @@ class Credentials:
             self.superuser.password,
             self.bootstrap_password,
             *(r.password for r in self.roles.values()),
+            *(r.password for r in self.pending.values()),
+            *(r.password for r in self.retiring.values()),
         ]
 
 

@@ -52,6 +52,23 @@ def role_usernames(username_prefix: str) -> dict[str, str]:
     return {role: f"{username_prefix}_{role}" for role in TENANT_ROLES}
 
 
+#: Rotated logins are ``<privilege role>_r<n>``: the tenant's own names, whatever the generation.
+ROTATED_SUFFIX = "_r"
+
+
+def rotated_login(grantee: str, current: str) -> str:
+    """The next login of a rotated role: ``<grantee>_r1`` after ``<grantee>``, then ``_r2``…"""
+    prefix = grantee + ROTATED_SUFFIX
+    generation = current[len(prefix):]
+    n = int(generation) if current.startswith(prefix) and generation.isdigit() else 0
+    return f"{prefix}{n + 1}"
+
+
+def own_login_pattern(grantees: list[str]) -> str:
+    """A regular expression matching every login (any generation) of these privilege roles."""
+    return "^(" + "|".join(grantees) + ")(" + ROTATED_SUFFIX + "[0-9]+)?$"
+
+
 def generate_credentials(username_prefix: str, superuser: str = "postgres") -> Credentials:
     """Fresh credentials for one tenant; role names derive from its SQL identifier.
 
@@ -288,10 +305,18 @@ class Vault:
     def open_credentials(self, token: str) -> Credentials:
         """One Fernet token → credentials."""
         data = json.loads(self.decrypt(token))
+        # Tokens sealed before credential rotation existed lack the rotation fields.
+        retire_after = data.get("retire_after")
         return Credentials(
             superuser=RoleCredential(**data["superuser"]),
             bootstrap_password=data["bootstrap_password"],
             roles={name: RoleCredential(**r) for name, r in data["roles"].items()},
+            grantees={str(k): str(v) for k, v in data.get("grantees", {}).items()},
+            pending={name: RoleCredential(**r) for name, r in data.get("pending", {}).items()},
+            retiring={name: RoleCredential(**r) for name, r in data.get("retiring", {}).items()},
+            retire_after=float(retire_after) if retire_after is not None else None,
+            rotation_request=data.get("rotation_request"),
+            rotated={str(k): str(v) for k, v in data.get("rotated", {}).items()},
         )
 
 

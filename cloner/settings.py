@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     #: Open pools kept at once; idle ones beyond it are closed least recently used first.
     pool_max_open: int = Field(default=100, ge=1)
     pool_refresh_interval_s: float = Field(default=2.0, gt=0)
+    #: How long a rotated-out login keeps working after the registry switched to the new
+    #: one (``cloner tenant rotate``): longer than pools take to notice and drain.
+    rotation_grace_s: float = Field(default=120.0, ge=0)
 
     # Application tokens (cloner.pools.routing): exactly one of secret (HS256) or public key
     # (RS256, a PEM file path or the PEM itself) turns token routing on.

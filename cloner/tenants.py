@@ -33,8 +33,9 @@ from cloner.domain import (
     validate_version,
     volume_name,
 )
-from cloner.engines import Placement, get_engine
+from cloner.engines import Placement, get_engine, rotation_hooks
 from cloner.errors import (
+    ClonerError,
     InvalidBackup,
     InvalidInput,
     InvalidTransition,
@@ -44,6 +45,7 @@ from cloner.errors import (
     TimeoutExceeded,
 )
 from cloner.logging import get_logger
+from cloner.pipeline.rotate import ROLE_CHOICES, roles_to_rotate
 from cloner.secrets import role_usernames
 
 log = get_logger(__name__)
@@ -290,6 +292,58 @@ class TenantService:
             None, RequestKind.BACKUP, tenant_id, {"actor": actor}
         )
 
+    async def rotate(
+        self, tenant_id: str, role: str = "all", *, actor: str | None = None
+    ) -> Request:
+        """Enqueue new passwords for a ready tenant's roles (``role``: one, or ``all``).
+
+        Queued like a backup, so it never races a delete, restore or migration of
+        the same tenant. Refusals: ``InvalidInput`` for an unknown role or an
+        engine without logins (sqlite), ``TenantNotFound``, ``InvalidTransition``
+        unless the tenant is ready, ``TenantExists`` while another request of the
+        tenant is in progress.
+        """
+        if role not in ROLE_CHOICES:
+            raise InvalidInput(
+                f"unknown role {role[:20]!r}: choose one of {', '.join(ROLE_CHOICES)}"
+            )
+        tenant = await self.get(tenant_id)
+        engine = get_engine(tenant.engine)
+        if rotation_hooks(engine) is None:
+            raise InvalidInput(
+                f"tenant {tenant_id!r} runs {tenant.engine.value}, an embedded database with "
+                "no logins, so it has no credentials to rotate"
+            )
+        roles = roles_to_rotate(role, engine.roles)
+        if tenant.status is not Status.READY or not tenant.has_credentials:
+            raise InvalidTransition(
+                f"tenant {tenant_id!r} is {tenant.status.value}; only a ready tenant's "
+                "credentials can be rotated"
+            )
+        return await self.app.control_plane.enqueue(
+            None, RequestKind.ROTATE, tenant_id, {"roles": roles, "actor": actor}
+        )
+
+    async def rotation_result(self, request: Request) -> dict[str, Any]:
+        """``tenant rotate --json`` of a finished rotate request (no secrets).
+
+        ``{"tenant_id", "request_id", "roles": [..], "logins": {role: username},
+        "finished_at"}``, read from the ``rotated`` event the request recorded.
+        """
+        history = await self.app.control_plane.events(request.tenant_id)
+        done = [e for e in history
+                if e["kind"] == "rotated" and e["detail"].get("request") == request.id]
+        detail = done[-1]["detail"] if done else {}
+        roles = [str(r) for r in request.payload.get("roles", [])]
+        logins = detail.get("logins") or {}
+        if not logins:  # redelivered after finishing: the registry has the logins
+            creds = await self.app.services.credentials(request.tenant_id)
+            logins = {r: creds.roles[r].username for r in roles} if creds else {}
+        return {
+            "tenant_id": request.tenant_id, "request_id": request.id, "roles": roles,
+            "logins": logins, "finished_at": done[-1]["at"] if done else None,
+        }
+
     async def get(self, tenant_id: str) -> Tenant:
         """A tenant or ``TenantNotFound``."""
         validate_tenant_id(tenant_id)
@@ -330,7 +384,11 @@ class TenantService:
         engine = get_engine(tenant.engine)
         creds = await self.app.services.credentials(tenant.tenant_id) if reveal else None
         if tenant.has_credentials:
-            names = role_usernames(sql_identifier(tenant.tenant_id))
+            # Login names are no secret, but a rotation changes them: read them from the
+            # registry (decrypted in memory only), the derived names as a fallback.
+            logins = await self._login_names(tenant.tenant_id) if creds is None else {
+                r: c.username for r, c in creds.roles.items()}
+            names = role_usernames(sql_identifier(tenant.tenant_id)) | logins
             for role in engine.roles:
                 cred = creds.roles[role] if creds else None
                 roles[role] = {
@@ -372,6 +430,14 @@ class TenantService:
             history = await self.app.control_plane.events(tenant.tenant_id)
             doc["events"] = history[-constants.SHOWN_EVENTS:]
         return doc
+
+
+    async def _login_names(self, tenant_id: str) -> dict[str, str]:
+        try:
+            creds = await self.app.services.credentials(tenant_id)
+        except ClonerError:
+            return {}  # a key that cannot decrypt: show the derived names
+        return {r: c.username for r, c in creds.roles.items()} if creds else {}
 
 
 def _payload(spec: TenantSpec, actor: str | None = None) -> dict[str, Any]:

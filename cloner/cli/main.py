@@ -425,6 +425,41 @@ def tenant_backup(tenant_id: str, timeout_s: float, as_json: bool) -> None:
                    f"sha256 {str(record.get('sha256'))[:12]}…)")
 
 
+@tenant.command("rotate")
+@click.argument("tenant_id", metavar="TENANT")
+@click.option("--role", default="all", show_default=True, metavar="owner|app|readonly|all",
+              help="Which role gets a new password.")
+@click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+              help="Seconds to wait for the rotation (it includes CLONER_ROTATION_GRACE_S).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tenant_rotate(tenant_id: str, role: str, timeout_s: float, as_json: bool) -> None:
+    """New passwords for a ready tenant's roles, without downtime (queued; waits for it).
+
+    A new login is created and handed out through the registry before the old one
+    is refused, after CLONER_ROTATION_GRACE_S. Passwords: `tenant show --reveal`.
+    """
+    from cloner.tenants import TenantService
+
+    async def run(settings: Settings) -> tuple[dict[str, Any], str | None]:
+        async with App.open(settings) as app:
+            service = TenantService(app)
+            request = await service.rotate(tenant_id, role, actor=_actor())
+            await _wait(app, request.id, timeout_s)
+            finished = await app.control_plane.get_request(request.id)
+            if finished is None or finished.status is not RequestStatus.DONE:
+                return {}, (finished.last_error if finished else None) or "unknown error"
+            return await service.rotation_result(request), None
+
+    data, error = _run(run)
+    if error is not None:
+        _fail(f"rotating {tenant_id} failed at {error}", 1)
+    if as_json:
+        _print_json(data)
+    else:
+        logins = ", ".join(f"{r} → {u}" for r, u in data["logins"].items())
+        click.echo(f"{tenant_id}: rotated {logins}; old passwords refused")
+
+
 # ------------------------------------------------------------------- users
 
 

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 5000
 #: Payload keys copied into the ``<kind>_requested`` event: who asked, and for what.
-_AUDITED_PAYLOAD = ("actor", "backup", "purge", "reason")
+_AUDITED_PAYLOAD = ("actor", "backup", "purge", "reason", "roles")
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 

@@ -43,6 +43,8 @@ from cloner.api_models import (
     AddUserRequest,
     CreateTenantRequest,
     RestoreTenantRequest,
+    RotateTenantRequest,
+    RotationAccepted,
     TenantAccepted,
 )
 from cloner.app import App
@@ -236,6 +238,23 @@ OPERATIONS: tuple[Operation, ...] = (
          422: _problem_reply("Invalid tenant id or body, or the backup is outside the tenant's "
                              "backup folder or fails verification (`field` = `backup`).")},
         parameters=(_TENANT_ID,), body=RestoreTenantRequest, body_required=False,
+    ),
+    Operation(
+        "rotateTenant", "POST", "/v1/tenants/{tenant_id}/rotate",
+        "Enqueue new passwords for a ready tenant's roles without downtime: a new login per "
+        "role is handed out through the registry before the old one is refused (after "
+        "CLONER_ROTATION_GRACE_S). The role comes from the body or the `role` query parameter.",
+        {202: Reply("Queued.", "RotationAccepted"), 401: _UNAUTHORIZED,
+         404: _problem_reply("No such tenant."),
+         409: _problem_reply("The tenant is not ready (or a request of it is already queued "
+                             "or running)."),
+         413: _problem_reply(f"Body larger than {MAX_BODY_BYTES} bytes."),
+         422: _problem_reply("Invalid tenant id, unknown role (`field` = `role`), or an "
+                             "engine without logins (sqlite).")},
+        parameters=(_TENANT_ID, Param(
+            "role", "query", {"type": "string", "enum": ["owner", "app", "readonly", "all"]},
+            "The role that gets a new password (default `all`; a body's `role` wins).")),
+        body=RotateTenantRequest, body_required=False,
     ),
     Operation(
         "listUsers", "GET", "/v1/tenants/{tenant_id}/users",
@@ -445,6 +464,7 @@ _DOMAIN_CHECKS: dict[str, Callable[[str], object]] = {
 
 _CREATE_BODY = "a JSON object with tenant_id, engine and industry"
 _RESTORE_BODY = "empty, or a JSON object with an optional backup"
+_ROTATE_BODY = "empty, or a JSON object with an optional role"
 _USER_BODY = "a JSON object with email and role"
 
 
@@ -562,6 +582,29 @@ class _Handlers:
         log.info("http.tenant_restore", tenant_id=tenant_id, request_id=queued.id)
         return _model_response(TenantAccepted(
             request_id=queued.id, tenant_id=queued.tenant_id, status=Status.REQUESTED,
+        ), 202)
+
+    async def rotateTenant(self, request: Request) -> Response:  # noqa: N802 - operation id
+        """POST /v1/tenants/{tenant_id}/rotate."""
+        tenant_id = _tenant_id(request)
+        raw = await _read_body(request)
+        data: Any = {}
+        if raw.strip():
+            data = _parse_json(raw, _ROTATE_BODY)
+        if isinstance(data, dict) and "role" not in data and "role" in request.query_params:
+            data = {**data, "role": request.query_params["role"]}
+        try:
+            body = RotateTenantRequest.model_validate(data)
+        except ValidationError as exc:
+            raise _invalid_body(exc, _ROTATE_BODY) from None
+        try:
+            queued = await self.service.rotate(tenant_id, body.role, actor=constants.ACTOR_HTTP)
+        except InvalidInput as exc:
+            return _error_problem(exc, field="role" if "role" in exc.message else None)
+        log.info("http.tenant_rotate", tenant_id=tenant_id, request_id=queued.id)
+        return _model_response(RotationAccepted(
+            request_id=queued.id, tenant_id=queued.tenant_id, status=Status.READY,
+            roles=[str(r) for r in queued.payload.get("roles", [])],
         ), 202)
 
     async def listUsers(self, request: Request) -> Response:  # noqa: N802 - operation id

@@ -29,6 +29,7 @@ from cloner.domain import PROVISIONING_KINDS, Lease, Request, RequestKind, Statu
 from cloner.errors import ControlPlaneError, LeaseLost
 from cloner.logging import get_logger
 from cloner.pipeline import Deprovisioner, Provisioner, StepFailed
+from cloner.pipeline.rotate import Rotator
 
 log = get_logger(__name__)
 
@@ -38,6 +39,8 @@ __all__ = ["LeaseLost", "Worker", "backoff_s", "drain_until_done"]
 RENEW_RETRY_BASE_S = 0.2
 #: A worker whose claim loop hits a control-plane error waits at most this long to retry.
 CLAIM_RETRY_CAP_S = 5.0
+#: Request kinds whose failure leaves the tenant as it was (still ready): no tenant error.
+_TENANT_UNTOUCHED = frozenset({RequestKind.BACKUP, RequestKind.ROTATE})
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, jitter: float = 0.2) -> float:
@@ -201,6 +204,8 @@ class Worker:
                         request, checkpoint=cp.checkpoint)
                 elif request.kind is RequestKind.BACKUP:
                     await Deprovisioner(services).on_demand(request)
+                elif request.kind is RequestKind.ROTATE:
+                    await Rotator(services).run(request)
                 else:
                     await Deprovisioner(services).run(
                         request, checkpoint=cp.checkpoint)
@@ -232,7 +237,7 @@ class Worker:
             log.warning("worker.retry", step=failure.step, reason=failure.reason,
                         delay_s=round(delay, 2))
             self.app.metrics.retries.labels(engine=engine, step=failure.step).inc()
-            if request.kind is not RequestKind.BACKUP:
+            if request.kind not in _TENANT_UNTOUCHED:
                 await cp.update_tenant(request.tenant_id, TenantUpdate(error=error))
             await cp.retry(lease, line, delay)
             return
@@ -261,11 +266,11 @@ class Worker:
                 status=Status.FAILED, error=error, event_detail=detail,
                 event="restore_failed" if request.kind is RequestKind.RESTORE else "failed",
             ))
-        elif request.kind is RequestKind.BACKUP:
+        elif request.kind in _TENANT_UNTOUCHED:
             # The tenant itself is fine: the reason goes to the request and the history,
             # not to the tenant's error (that field explains why a tenant is not ready).
             await cp.update_tenant(request.tenant_id, TenantUpdate(
-                event="backup_failed", event_detail=detail,
+                event=f"{request.kind.value}_failed", event_detail=detail,
             ))
         else:
             await cp.update_tenant(request.tenant_id, TenantUpdate(

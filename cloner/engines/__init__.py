@@ -7,9 +7,11 @@ from cloner.engines.base import (
     EngineDriver,
     Neighbour,
     Placement,
+    RotationHooks,
     SessionLimits,
     TenantTarget,
     VolumeDumpHooks,
+    rotation_hooks,
     volume_dump_hooks,
 )
 from cloner.engines.mongodb import MongoEngine
@@ -43,6 +45,7 @@ def available_engines() -> list[Engine]:
 
 
 __all__ = [
-    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "SessionLimits",
-    "TenantTarget", "VolumeDumpHooks", "available_engines", "get_engine", "volume_dump_hooks",
+    "BackupResult", "ContainerDefaults", "EngineDriver", "Neighbour", "Placement", "RotationHooks",
+    "SessionLimits", "TenantTarget", "VolumeDumpHooks", "available_engines", "get_engine",
+    "rotation_hooks", "volume_dump_hooks",
 ]

@@ -24,6 +24,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     container_name,
     volume_name,
 )
@@ -370,3 +371,29 @@ class MigrationHooks(Protocol):
         writes between the pre-migration backup and a restore of it. Both ways
         are idempotent; an engine without logins does nothing.
         """
+
+class RotationHooks(Protocol):
+    """Credential rotation (``cloner tenant rotate``), next to ``EngineDriver``.
+
+    None of the server engines has dual passwords, so a rotation gives a role a
+    second login: ``create_login`` makes it valid while the current login keeps
+    working, the registry switches to it, and after a grace period
+    ``retire_login`` makes the old one unusable. Both are idempotent: a rotation
+    interrupted anywhere is run again from what the registry recorded.
+    ``target.credentials.grantee(role)`` names the role holding the privileges.
+    """
+
+    async def create_login(
+        self, target: TenantTarget, role: str, login: RoleCredential, connection_limit: int
+    ) -> None:
+        """Create (or reset) ``login`` with ``role``'s privileges; nothing else changes."""
+
+    async def retire_login(self, target: TenantTarget, role: str, login: RoleCredential) -> None:
+        """Refuse ``login`` from now on and end its open sessions."""
+
+
+def rotation_hooks(driver: EngineDriver) -> RotationHooks | None:
+    """The engine's ``RotationHooks``, or None for an engine without logins to rotate."""
+    if driver.roles and hasattr(driver, "create_login") and hasattr(driver, "retire_login"):
+        return cast("RotationHooks", driver)
+    return None

@@ -62,6 +62,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     sql_identifier,
 )
 from cloner.engines import mysql_migrations as my_migrations
@@ -86,7 +87,7 @@ from cloner.errors import BackupError, NotReady, TemplateError
 from cloner.logging import get_logger
 from cloner.migrations.errors import MigrationError
 from cloner.runtime.base import ContainerSpec, Runtime
-from cloner.secrets import TENANT_ROLES
+from cloner.secrets import TENANT_ROLES, generate_password, own_login_pattern
 
 log = get_logger(__name__)
 
@@ -134,6 +135,12 @@ _DENIED = frozenset({_ER_DBACCESS_DENIED, _ER_ACCESS_DENIED, _ER_TABLEACCESS_DEN
 _LOGIN_REFUSED = frozenset({_ER_ACCESS_DENIED, _ER_ACCESS_DENIED_NO_PASSWORD})
 #: Server not (yet, or no longer) there: too many connections, shutting down, can't
 #: connect, server gone, lost connection, connection killed.
+#: What each tenant role may do in its database (database-level, never grantable).
+_ROLE_PRIVILEGES = {
+    "owner": "ALL PRIVILEGES",
+    "app": "SELECT, INSERT, UPDATE, DELETE, EXECUTE",
+    "readonly": "SELECT",
+}
 _CONNECTION_ERRORS = frozenset({1040, 1053, 2002, 2003, 2006, 2013, 1927})
 
 
@@ -727,37 +734,120 @@ class MysqlEngine:
         revoke one table out of a database-level grant.
         """
         roles = target.credentials.roles
-        pattern = grant_pattern(target.database)
         async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
             host = await self._account_host(cur, target)
             for name in TENANT_ROLES:
                 cred = roles[name]
-                await self._set_account(cur, cred.username, host, cred.password,
-                                        connection_limit)
-                await cur.execute(
-                    f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {account(cred.username, host)}"
-                )
-            owner, app, readonly = (account(roles[r].username, host) for r in TENANT_ROLES)
-            await cur.execute(f"GRANT ALL PRIVILEGES ON {pattern}.* TO {owner}")
-            await cur.execute(
-                f"GRANT SELECT, INSERT, UPDATE, DELETE, EXECUTE ON {pattern}.* TO {app}"
+                await self._grant_role(cur, target.database, name, cred, host=host,
+                                       connection_limit=connection_limit)
+            await self._guard_schema_info(
+                cur, target.database,
+                (target.credentials.grantee("owner"), roles["owner"].username), host,
             )
-            await cur.execute(f"GRANT SELECT ON {pattern}.* TO {readonly}")
-            await cur.execute(f"USE {quote_ident(target.database)}")
-            allowed = ", ".join(_literal(u) for u in (roles["owner"].username, SUPERUSER,
-                                                      SOCKET_ACCOUNT))
-            for event in ("INSERT", "UPDATE", "DELETE"):
-                # The invoker (USER()), not the definer (CURRENT_USER()), decides. Defined
-                # as the owner: no object in a tenant database runs with root's rights
-                # (``no_privileged_definers``), cloner's own included.
-                await cur.execute(
-                    f"CREATE OR REPLACE DEFINER = {owner} "
-                    f"TRIGGER schema_info_guard_{event.lower()} "
-                    f"BEFORE {event} ON schema_info FOR EACH ROW "
-                    f"IF SUBSTRING_INDEX(USER(), '@', 1) NOT IN ({allowed}) THEN "
-                    "SIGNAL SQLSTATE '42000' SET MYSQL_ERRNO = 1142, "
-                    "MESSAGE_TEXT = 'schema_info is maintained by cloner'; END IF"
+
+    async def _grant_role(
+        self, cur: aiomysql.Cursor, database: str, role: str, cred: RoleCredential, *,
+        host: str, connection_limit: int,
+    ) -> None:
+        """``cred``'s account with exactly ``role``'s privileges (all others revoked first)."""
+        await self._set_account(cur, cred.username, host, cred.password, connection_limit)
+        acct = account(cred.username, host)
+        await cur.execute(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {acct}")
+        await cur.execute(
+            f"GRANT {_ROLE_PRIVILEGES[role]} ON {grant_pattern(database)}.* TO {acct}"
+        )
+
+    @staticmethod
+    async def _guard_schema_info(
+        cur: aiomysql.Cursor, database: str, owners: Sequence[str], host: str
+    ) -> None:
+        """Triggers refusing writes to ``schema_info`` by anyone but the owner logins and cloner.
+
+        ``owners[0]`` is the owner's privilege account (``Credentials.grantee``): the
+        triggers' definer, which a rotation locks but never drops.
+        """
+        await cur.execute(f"USE {quote_ident(database)}")
+        names = dict.fromkeys((*owners, SUPERUSER, SOCKET_ACCOUNT))
+        allowed = ", ".join(_literal(u) for u in names)
+        await cur.execute(
+            "SELECT User FROM mysql.global_priv WHERE Host = %s AND User IN (%s, %s)",
+            (host, owners[0], owners[-1]),
+        )
+        present = {str(row[0]) for row in await cur.fetchall()}
+        # A server restored under rotated credentials may lack the privilege account.
+        definer = account(owners[0] if owners[0] in present else owners[-1], host)
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            # The invoker (USER()), not the definer (CURRENT_USER()), decides. Defined
+            # as the owner: no object in a tenant database runs with root's rights
+            # (``no_privileged_definers``), cloner's own included.
+            await cur.execute(
+                f"CREATE OR REPLACE DEFINER = {definer} "
+                f"TRIGGER schema_info_guard_{event.lower()} "
+                f"BEFORE {event} ON schema_info FOR EACH ROW "
+                f"IF SUBSTRING_INDEX(USER(), '@', 1) NOT IN ({allowed}) THEN "
+                "SIGNAL SQLSTATE '42000' SET MYSQL_ERRNO = 1142, "
+                "MESSAGE_TEXT = 'schema_info is maintained by cloner'; END IF"
+            )
+
+    # --------------------------------------------------------------- rotation
+    # Credential rotation (cloner.rotation): MariaDB 10.11 has no dual passwords, so
+    # a second account with the same grants carries the new password for the window.
+
+    async def create_login(
+        self, target: TenantTarget, role: str, login: RoleCredential, connection_limit: int
+    ) -> None:
+        """Create (or reset) ``login`` with ``role``'s grants; the current account keeps working."""
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            host = await self._account_host(cur, target)
+            await self._grant_role(cur, target.database, role, login, host=host,
+                                   connection_limit=connection_limit)
+            if role == "owner":
+                await self._guard_schema_info(
+                    cur, target.database, (target.credentials.grantee("owner"), login.username),
+                    host,
                 )
+
+    async def retire_login(self, target: TenantTarget, role: str, login: RoleCredential) -> None:
+        """Make ``login`` unusable: dropped, its open sessions killed. Idempotent.
+
+        An account still named as the DEFINER of a view, routine, trigger or event
+        is locked instead (password replaced by one nobody knows): dropping it
+        would break those objects.
+        """
+        del role  # every account stands alone in MariaDB
+        async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT Host FROM mysql.global_priv WHERE User = %s", (login.username,)
+            )
+            for (host,) in await cur.fetchall():
+                acct = account(login.username, str(host))
+                definer = f"{login.username}@{host}"
+                await cur.execute(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.VIEWS WHERE DEFINER = %s)"
+                    " + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE DEFINER = %s)"
+                    " + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE DEFINER = %s)"
+                    " + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE DEFINER = %s)",
+                    (definer,) * 4,
+                )
+                row = await cur.fetchone()
+                if row and int(row[0] or 0):
+                    unknown = native_password_hash(generate_password())
+                    await cur.execute(
+                        f"ALTER USER {acct} IDENTIFIED BY PASSWORD {_literal(unknown)} "
+                        "ACCOUNT LOCK"
+                    )
+                else:
+                    await cur.execute(f"DROP USER IF EXISTS {acct}")
+            await cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE USER = %s AND ID <> CONNECTION_ID()", (login.username,),
+            )
+            for (session_id,) in await cur.fetchall():
+                try:
+                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
+                except pymysql.err.MySQLError as exc:
+                    if error_code(exc) != _ER_NO_SUCH_THREAD:
+                        raise
 
     # -------------------------------------------------------------- isolation
 
@@ -989,6 +1079,8 @@ class MysqlEngine:
         name = "public_has_no_privileges"
         own = [target.credentials.roles[r].username for r in TENANT_ROLES]
         marks = ", ".join(["%s"] * len(own))
+        # Every generation of the tenant's own logins (a rotated-out DEFINER stays, locked).
+        own_pattern = own_login_pattern([target.credentials.grantee(r) for r in TENANT_ROLES])
         async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
             await cur.execute("SELECT COUNT(*) FROM mysql.global_priv WHERE User = ''")
             row = await cur.fetchone()
@@ -1005,8 +1097,9 @@ class MysqlEngine:
             # Database-level grants are LIKE patterns: any that matches the tenant
             # database (an unescaped `tenant_a` would match `tenantXa`) opens it.
             await cur.execute(
-                f"SELECT User, Host, Db FROM mysql.db WHERE %s LIKE Db AND User NOT IN ({marks})",
-                (target.database, *own),
+                f"SELECT User, Host, Db FROM mysql.db WHERE %s LIKE Db AND User NOT IN ({marks}) "
+                "AND User NOT REGEXP %s",
+                (target.database, *own, own_pattern),
             )
             problems += [f"{r[0]}@{r[1]} reaches it through grant pattern {r[2]}"
                          for r in await cur.fetchall()]
@@ -1370,7 +1463,9 @@ class MysqlEngine:
 
     async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
         """Tables, columns, keys, CHECKs, indexes, triggers, grants by role kind."""
-        kinds = {cred.username: role for role, cred in target.credentials.roles.items()}
+        creds = target.credentials
+        kinds = {creds.grantee(role): role for role in creds.roles}
+        kinds.update({cred.username: role for role, cred in creds.roles.items()})
         kinds[SUPERUSER] = "superuser"
         kinds[SOCKET_ACCOUNT] = "socket"
         own_pattern = grant_pattern(target.database)[1:-1].replace("``", "`")

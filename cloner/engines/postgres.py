@@ -30,6 +30,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     sql_identifier,
 )
 from cloner.engines import postgres_migrations as pg_migrations
@@ -283,7 +284,7 @@ class PostgresEngine:
         and create schemas; the tenant's owner role owns schema ``public`` only.
         """
         db = target.database
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         async with self._session(target, database="postgres") as conn:
             if not await conn.fetchval(
                 "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", owner
@@ -302,7 +303,7 @@ class PostgresEngine:
     async def apply_templates(self, target: TenantTarget, templates: ResolvedTemplates) -> None:
         """Create the database and owner role, then root + overlay in one transaction."""
         db = target.database
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         await self._ensure_database(target)
         async with self._session(target) as conn, conn.transaction():
             # The tenant's schema is read and written as its owner: a view or trigger
@@ -358,28 +359,20 @@ class PostgresEngine:
         Also what makes an older tenant match today's shape on a re-run: the
         database moves to the superuser (the owner role keeps schema ``public``),
         and every session default on the database or the tenant's roles other
-        than cloner's own ``search_path = public`` is removed.
+        than cloner's own is removed. Privileges go to each role's privilege role
+        (``Credentials.grantee``): before any rotation that is the login itself;
+        after one, the privilege role is NOLOGIN and the login inherits it
+        (``create_login``).
         """
         db = quote_ident(target.database)
-        roles = target.credentials.roles
-        owner, app, ro = (quote_ident(roles[r].username) for r in ("owner", "app", "readonly"))
-        superuser = quote_ident(target.credentials.superuser.username)
-        usernames = [roles[name].username for name in ("owner", "app", "readonly")]
+        creds = target.credentials
+        owner, app, ro = (quote_ident(creds.grantee(r)) for r in ("owner", "app", "readonly"))
+        superuser = quote_ident(creds.superuser.username)
+        usernames = sorted({creds.roles[name].username for name in ("owner", "app", "readonly")}
+                           | {creds.grantee(name) for name in ("owner", "app", "readonly")})
         async with self._session(target) as conn, conn.transaction():
             await conn.execute("SET LOCAL log_statement = 'none'")
             await conn.execute("SET LOCAL log_min_error_statement = 'panic'")
-            for name in ("owner", "app", "readonly"):
-                cred = roles[name]
-                exists = await conn.fetchval(
-                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", cred.username
-                )
-                verb = "ALTER" if exists else "CREATE"
-                await conn.execute(
-                    f"{verb} ROLE {quote_ident(cred.username)} LOGIN NOSUPERUSER NOCREATEDB "
-                    f"NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT "
-                    f"CONNECTION LIMIT {int(connection_limit)} "
-                    f"PASSWORD {_literal(scram_sha256_verifier(cred.password))}"
-                )
             stale = await conn.fetch(
                 """SELECT d.datname, r.rolname
                      FROM pg_catalog.pg_db_role_setting s
@@ -396,8 +389,13 @@ class PostgresEngine:
                 scope = "" if row["datname"] is None else (
                     f" IN DATABASE {quote_ident(row['datname'])}")
                 await conn.execute(f"ALTER ROLE {quote_ident(row['rolname'])}{scope} RESET ALL")
-            for username in usernames:
-                await conn.execute(f"ALTER ROLE {quote_ident(username)} SET search_path = public")
+            # Then cloner's own settings: search_path=public, and role=<privilege role>
+            # on a rotated login.
+            for name in ("owner", "app", "readonly"):
+                grantee, login = creds.grantee(name), creds.roles[name]
+                if grantee != login.username:
+                    await self._set_role(conn, grantee, None, connection_limit, inherit=False)
+                await self._set_login(conn, grantee, login, connection_limit)
             await conn.execute(f"""
                 ALTER DATABASE {db} OWNER TO {superuser};
                 REVOKE ALL ON DATABASE {db} FROM PUBLIC, {owner}, {app}, {ro};
@@ -426,6 +424,86 @@ class PostgresEngine:
                 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public
                     GRANT EXECUTE ON FUNCTIONS TO {app}, {ro};
             """)
+
+    @staticmethod
+    async def _set_role(
+        conn: asyncpg.Connection, name: str, password: str | None, connection_limit: int,
+        *, inherit: bool,
+    ) -> None:
+        """Create or reset one tenant role: never privileged; LOGIN only with a password."""
+        exists = await conn.fetchval("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", name)
+        login = (
+            f"LOGIN PASSWORD {_literal(scram_sha256_verifier(password))}" if password is not None
+            else "NOLOGIN PASSWORD NULL"
+        )
+        await conn.execute(
+            f"{'ALTER' if exists else 'CREATE'} ROLE {quote_ident(name)} {login} NOSUPERUSER "
+            f"NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+            f"{'INHERIT' if inherit else 'NOINHERIT'} CONNECTION LIMIT {int(connection_limit)}"
+        )
+        await conn.execute(f"ALTER ROLE {quote_ident(name)} SET search_path = public")
+
+    async def _set_login(
+        self, conn: asyncpg.Connection, grantee: str, login: RoleCredential,
+        connection_limit: int,
+    ) -> None:
+        """``login`` as a way in to ``grantee``'s privileges (itself, or a member of it).
+
+        A separate login inherits its privilege role and starts every session as
+        it (role setting ``role``), so what it creates belongs to the privilege
+        role, never to a login that a later rotation removes.
+        """
+        if login.username == grantee:
+            await self._set_role(conn, grantee, login.password, connection_limit, inherit=False)
+            return
+        await self._set_role(conn, login.username, login.password, connection_limit, inherit=True)
+        await conn.execute(f"GRANT {quote_ident(grantee)} TO {quote_ident(login.username)}")
+        await conn.execute(
+            f"ALTER ROLE {quote_ident(login.username)} SET role = {_literal(grantee)}"
+        )
+
+    # ---------------------------------------------------------------- rotation
+    # Credential rotation (cloner.rotation): PostgreSQL has no dual passwords, so a
+    # second login role inheriting the same privilege role carries the new password.
+
+    async def create_login(
+        self, target: TenantTarget, role: str, login: RoleCredential, connection_limit: int
+    ) -> None:
+        """Create (or reset) ``login`` for ``role``; the current login keeps working."""
+        grantee = target.credentials.grantee(role)
+        async with self._session(target) as conn, conn.transaction():
+            await conn.execute("SET LOCAL log_statement = 'none'")
+            await conn.execute("SET LOCAL log_min_error_statement = 'panic'")
+            await self._set_login(conn, grantee, login, connection_limit)
+
+    async def retire_login(self, target: TenantTarget, role: str, login: RoleCredential) -> None:
+        """Make ``login`` unusable: no new sessions, open ones ended, the role dropped.
+
+        The privilege role itself (the login before the first rotation) is kept,
+        NOLOGIN with no password: it owns the tenant's objects and holds its
+        grants. A separate login's objects (a session that reset its role) go to
+        the privilege role before it is dropped. Idempotent.
+        """
+        grantee = target.credentials.grantee(role)
+        name = quote_ident(login.username)
+        async with self._session(target, database="postgres") as conn:
+            if not await conn.fetchval(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", login.username
+            ):
+                return
+            await conn.execute(f"ALTER ROLE {name} NOLOGIN PASSWORD NULL")
+            await conn.execute(
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+                "WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()", login.username,
+            )
+        if login.username == grantee:
+            return
+        for database in (target.database, "postgres"):
+            async with self._session(target, database=database) as conn:
+                await conn.execute(f"REASSIGN OWNED BY {name} TO {quote_ident(grantee)}")
+                await conn.execute(f"DROP OWNED BY {name}")
+        async with self._session(target, database="postgres") as conn:
+            await conn.execute(f"DROP ROLE IF EXISTS {name}")
 
     # -------------------------------------------------------------- isolation
 
@@ -494,20 +572,26 @@ class PostgresEngine:
 
     async def _check_roles_unprivileged(self, target: TenantTarget) -> CheckResult:
         name = "roles_not_privileged"
-        usernames = self._tenant_roles(target)
-        superuser = target.credentials.superuser.username
+        creds = target.credentials
+        superuser = creds.superuser.username
+        logins = {r: c.username for r, c in creds.roles.items()}
+        grantees = {r: creds.grantee(r) for r in creds.roles}
+        usernames = sorted(set(logins.values()) | set(grantees.values()))
+        # The one membership a tenant role may have: a rotated login in its own privilege role.
+        allowed = {(logins[r], grantees[r]) for r in logins if logins[r] != grantees[r]}
         async with self._session(target) as conn:
-            # Memberships count only outside the tenant's own roles: a login role may
-            # inherit a privilege role of the same tenant, nothing else.
             rows = await conn.fetch(
                 """SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb,
-                          r.rolreplication, r.rolbypassrls,
-                          (SELECT pg_catalog.count(*)
-                             FROM pg_catalog.pg_auth_members m
-                             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-                            WHERE m.member = r.oid AND g.rolname <> ALL($1::text[]))
-                              AS memberships
+                          r.rolreplication, r.rolbypassrls, r.rolcanlogin
                      FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::text[])""",
+                usernames,
+            )
+            memberships = await conn.fetch(
+                """SELECT m.rolname AS member, g.rolname AS granted
+                     FROM pg_catalog.pg_auth_members a
+                     JOIN pg_catalog.pg_roles m ON m.oid = a.member
+                     JOIN pg_catalog.pg_roles g ON g.oid = a.roleid
+                    WHERE m.rolname = ANY($1::text[])""",
                 usernames,
             )
             others = await conn.fetch(
@@ -519,8 +603,13 @@ class PostgresEngine:
         bad = [
             r["rolname"] for r in rows
             if r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"] or r["rolreplication"]
-            or r["rolbypassrls"] or r["memberships"]
+            or r["rolbypassrls"]
         ]
+        bad += [f"{m['member']} member of {m['granted']}" for m in memberships
+                if (m["member"], m["granted"]) not in allowed]
+        separate = set(grantees.values()) - set(logins.values())
+        bad += [f"{r['rolname']} (privilege role) can log in" for r in rows
+                if r["rolname"] in separate and r["rolcanlogin"]]
         if len(rows) != len(usernames):
             return CheckResult(name, False, f"expected {len(usernames)} roles, found {len(rows)}")
         if bad:
@@ -534,14 +623,17 @@ class PostgresEngine:
         return CheckResult(
             name, True,
             "owner/app/readonly: no superuser, createrole, createdb, replication, "
-            f"bypassrls or outside role memberships; {superuser} is the only superuser",
+            "bypassrls or role memberships"
+            + (" beyond each rotated login in its own NOLOGIN privilege role" if allowed else "")
+            + f"; {superuser} is the only superuser",
         )
 
     async def _check_session_settings(self, target: TenantTarget) -> CheckResult:
         """``no_tenant_session_settings``: nothing a tenant set applies to a session.
 
         Fails on any ``pg_db_role_setting`` row but cloner's own (``search_path =
-        public`` on a non-superuser role, server-wide). Who owns the database is
+        public`` on a non-superuser role, server-wide; plus ``role = <its privilege
+        role>`` on a login a credential rotation created). Who owns the database is
         reported, not failed: tenants provisioned before the owner role stopped
         owning it keep it until ``apply_rbac`` runs again, and the one thing that
         ownership adds for steering sessions, ``ALTER DATABASE … SET``, is what
@@ -565,6 +657,14 @@ class PostgresEngine:
                      JOIN pg_catalog.pg_roles o ON o.oid = d.datdba WHERE d.datname = $1""",
                 target.database,
             )
+        # A rotated login also starts its sessions as its privilege role (``_set_login``).
+        creds = target.credentials
+        rotated = {
+            login.username: {"search_path=public", f"role={creds.grantee(role)}"}
+            for role, login in creds.roles.items() if login.username != creds.grantee(role)
+        }
+        rows = [r for r in rows if not (
+            r["datname"] == "*" and set(r["setconfig"]) == rotated.get(r["rolname"]))]
         ownership = f"database {target.database} owned by {owner}"
         if owner != superuser:
             ownership += f" (not yet moved to {superuser}: an rbac re-run does it)"
@@ -839,7 +939,7 @@ class PostgresEngine:
         if restored:
             log.info("postgres.restore_already_done", tenant_id=target.tenant_id)
             return
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         code, output = await runtime.exec_with_stdin(
             target.container_name,
             ["pg_restore", "-U", target.credentials.superuser.username, "--no-owner",
@@ -917,7 +1017,7 @@ class PostgresEngine:
     ) -> AppliedMigration:
         """One step in one transaction as the owner role, recorded in ``schema_info``."""
         sql = await asyncio.to_thread(script.read)
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         async with self._session(target) as conn:
             return await pg_migrations.apply_step(
                 conn, target.tenant_id, owner, script=script, sql=sql,
@@ -934,8 +1034,11 @@ class PostgresEngine:
 
     async def schema_catalogue(self, target: TenantTarget) -> dict[str, Any]:
         """Tables, columns, constraints, indexes, sequences, privileges by role kind."""
-        kinds = {cred.username: role for role, cred in target.credentials.roles.items()}
-        kinds[target.credentials.superuser.username] = "superuser"
+        creds = target.credentials
+        kinds = {cred.username: role for role, cred in creds.roles.items()}
+        # Privileges are granted to the privilege roles: they are what a role kind means.
+        kinds.update({creds.grantee(role): role for role in creds.roles})
+        kinds[creds.superuser.username] = "superuser"
         async with self._session(target) as conn:
             return await pg_migrations.catalogue(conn, kinds)
 

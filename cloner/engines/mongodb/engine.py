@@ -24,6 +24,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     sql_identifier,
 )
 from cloner.engines.base import (
@@ -67,6 +68,7 @@ from cloner.engines.mongodb.commands import (
     schema_info_command,
     seed_command,
     tool_config,
+    user_command,
 )
 from cloner.engines.pooling import PoolLike, PoolOptions
 from cloner.errors import BackupError, ClonerError, EngineError, NotReady, TemplateError
@@ -361,6 +363,41 @@ class MongoEngine:
                         f"rbac: {verb} {command[verb]} in {target.database} failed: "
                         f"{_failure(exc)}"
                     ) from exc
+
+    # ---------------------------------------------------------------- rotation
+    # Credential rotation (cloner.rotation): a second user with the same custom role
+    # carries the new password; the old one is dropped once the grace period is over.
+
+    async def create_login(
+        self, target: TenantTarget, role: str, login: RoleCredential,
+        connection_limit: int,  # noqa: ARG002 - no per-user limit in MongoDB (--maxConns)
+    ) -> None:
+        """``createUser`` (or ``updateUser``) ``login`` with ``role``'s custom role."""
+        async with self._as_root(target) as client:
+            db = client[target.database]
+            found = await db.command({"usersInfo": login.username})
+            command = user_command(target.database, role, login.username, login.password,
+                                   bool(found.get("users")))
+            verb = next(iter(command))
+            try:
+                await db.command(command)
+            except OperationFailure as exc:
+                # The command carries a password: name it, never print it.
+                raise EngineError(
+                    f"rotate: {verb} {login.username} in {target.database} failed: "
+                    f"{_failure(exc)}"
+                ) from exc
+
+    async def retire_login(
+        self, target: TenantTarget, role: str,  # noqa: ARG002 - every user stands alone
+        login: RoleCredential,
+    ) -> None:
+        """``dropUser``: the server refuses the user's sessions from then on. Idempotent."""
+        async with self._as_root(target) as client:
+            db = client[target.database]
+            found = await db.command({"usersInfo": login.username})
+            if found.get("users"):
+                await db.command({"dropUser": login.username})
 
     # -------------------------------------------------------------- isolation
 
