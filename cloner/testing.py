@@ -46,6 +46,7 @@ from cloner.domain import (
     Credentials,
     Endpoint,
     Engine,
+    RoleCredential,
     sql_identifier,
 )
 from cloner.engines.base import (
@@ -505,6 +506,8 @@ class FakeEngine:
         self.connection_limits: dict[str, int] = {}
         self.warnings: list[str] = []
         self.restored: list[tuple[str, Path]] = []
+        #: Credential rotation: tenant id → logins created and not yet retired → role.
+        self.logins: dict[str, dict[str, str]] = {}
         #: Schema migrations: tenant id → what its schema_info says (set from the applied
         #: root template on first use); backup path → that state when it was taken.
         self.schemas: dict[str, MigrationState] = {}
@@ -605,6 +608,20 @@ class FakeEngine:
         """Remember the connection limit the roles were given."""
         await self._enter("apply_rbac", target.tenant_id)
         self.connection_limits[target.tenant_id] = connection_limit
+
+    async def create_login(
+        self, target: TenantTarget, role: str, login: RoleCredential, connection_limit: int
+    ) -> None:
+        """Remember the login a rotation created (``logins``: tenant → username → role)."""
+        del connection_limit
+        await self._enter("create_login", target.tenant_id)
+        self.logins.setdefault(target.tenant_id, {})[login.username] = role
+
+    async def retire_login(self, target: TenantTarget, role: str, login: RoleCredential) -> None:
+        """Forget a login a rotation retired."""
+        del role
+        await self._enter("retire_login", target.tenant_id)
+        self.logins.setdefault(target.tenant_id, {}).pop(login.username, None)
 
     async def prove_isolation(
         self, target: TenantTarget, neighbours: Sequence[Neighbour]
