@@ -126,7 +126,7 @@ async def test_steady_queries_through_pools_see_no_failure_across_rotating_every
                 async with pools.acquire(tenant_id, role=role) as conn:
                     await _query(engine, role, conn)
                 ok[role] += 1
-            except Exception as exc:  # noqa: BLE001 - every failure counts
+            except Exception as exc:  # every failure counts
                 failures.append(f"{role}: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.005)
 

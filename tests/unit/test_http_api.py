@@ -545,7 +545,8 @@ async def test_openapi_documents_every_served_route_and_method(api: Api) -> None
     assert documented == expected
     assert {path for path, _ in documented} == {
         "/v1/tenants", "/v1/tenants/{tenant_id}", "/v1/tenants/{tenant_id}/restore",
-        "/v1/tenants/{tenant_id}/rotate", "/v1/tenants/{tenant_id}/users", "/v1/tenants/{tenant_id}/users/{email}",
+        "/v1/tenants/{tenant_id}/rotate", "/v1/tenants/{tenant_id}/users",
+        "/v1/tenants/{tenant_id}/users/{email}",
         "/metrics", "/healthz", "/readyz", "/openapi.json",
     }
     paths = document["paths"]
