@@ -238,3 +238,64 @@ async def _account_exists(app: App, engine: str, target: TenantTarget, username:
         my.close()
     del app
     return bool(row and row[0])
+
+
+@pytest.fixture
+async def mongo_rotation_app(tmp_path: Path) -> AsyncIterator[App]:
+    """Like ``rotation_app`` for mongodb tenants; skipped where no mongo image exists."""
+    from tests.integration.test_mongodb_provisioning import MONGO_IMAGE, require_mongo_image
+
+    require_mongo_image()
+    settings = make_settings(tmp_path / "data", rotation_grace_s=GRACE_S, mongo_image=MONGO_IMAGE)
+    async with App.open(settings) as app:
+        try:
+            yield app
+        finally:
+            await remove_owned(app)
+
+
+async def test_mongodb_rotation_keeps_pools_working_and_refuses_old_passwords(
+    mongo_rotation_app: App,
+) -> None:
+    """MongoDB: createUser for the new login, registry switch, dropUser after the grace."""
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import OperationFailure
+
+    app = mongo_rotation_app
+    tenant_id = "rot-mongo"
+    await provision_ready(app, "mongodb", tenant_id)
+    before = await _credentials(app, tenant_id)
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def loop(pools: TenantPools, role: str) -> None:
+        while not stop.is_set():
+            try:
+                async with pools.acquire(tenant_id, role=role) as db:
+                    await db["system_settings"].find_one({})
+            except Exception as exc:  # every failure counts
+                failures.append(f"{role}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.01)
+
+    async with pools_of(app, REFRESH_S) as pools:
+        tasks = [asyncio.create_task(loop(pools, role)) for role in TENANT_ROLES]
+        await asyncio.sleep(0.5)
+        await _rotate(app, tenant_id)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert failures == []
+    tenant = await TenantService(app).get(tenant_id)
+    target = await target_of(app, tenant)
+    engine = get_engine(tenant.engine)
+    for role in TENANT_ROLES:
+        for cred, works in ((before.roles[role], False), (target.credentials.roles[role], True)):
+            dsn = engine.dsn(target.endpoint, cred.username, cred.password)
+            client: AsyncMongoClient[Any] = AsyncMongoClient(dsn, serverSelectionTimeoutMS=5000)
+            try:
+                await client[target.database].command({"ping": 1})
+                assert works, f"old {role} password still accepted"
+            except OperationFailure:
+                assert not works, f"new {role} password refused"
+            finally:
+                await client.close()
