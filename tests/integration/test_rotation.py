@@ -166,6 +166,19 @@ async def test_old_passwords_are_refused_and_new_ones_work_after_rotation(
     service = TenantService(rotation_app)
     driver = get_engine((await service.get(tenant_id)).engine)
     original = await _credentials(rotation_app, tenant_id)
+    if engine == "mysql":
+        # A view the tenant's owner defined: its DEFINER is the original owner account,
+        # which must keep existing (locked) after the rotation, or the view breaks.
+        before = await target_of(rotation_app, await service.get(tenant_id))
+        owner = await aiomysql.connect(
+            host=before.endpoint.host, port=before.endpoint.port,
+            user=original.roles["owner"].username, password=original.roles["owner"].password,
+            db=before.database, connect_timeout=5, autocommit=True)
+        try:
+            async with owner.cursor() as cur:
+                await cur.execute("CREATE VIEW rot_settings AS SELECT `key` FROM system_settings")
+        finally:
+            owner.close()
 
     first = await _rotate(rotation_app, tenant_id)
     tenant = await service.get(tenant_id)
@@ -197,6 +210,22 @@ async def test_old_passwords_are_refused_and_new_ones_work_after_rotation(
         finally:
             await owner.close()
         assert table_owner == original.roles["owner"].username
+
+    if engine == "mysql":
+        app_conn = await aiomysql.connect(
+            host=target.endpoint.host, port=target.endpoint.port,
+            user=rotated.roles["app"].username, password=rotated.roles["app"].password,
+            db=target.database, connect_timeout=5)
+        try:
+            async with app_conn.cursor() as cur:
+                await cur.execute("SELECT COUNT(*) FROM rot_settings")
+                row = await cur.fetchone()
+        finally:
+            app_conn.close()
+        assert row is not None and row[0] > 0
+        # Locked, not dropped: still the view's definer, refused as a login (checked above).
+        assert await _account_exists(rotation_app, engine, target,
+                                     original.roles["owner"].username)
 
     second = await _rotate(rotation_app, tenant_id, "app")
     target = await target_of(rotation_app, await service.get(tenant_id))
