@@ -76,7 +76,8 @@ class Rotator:
         creds = target.credentials
         if all(creds.rotated.get(r) == request.id for r in roles):
             return self._summary(request, creds, roles)  # redelivered after it finished
-        if tenant.status is not Status.READY and not (creds.pending or creds.retiring):
+        # A ready tenant only; past its switch, this request's own rotation always finishes.
+        if tenant.status is not Status.READY and creds.rotation_request != request.id:
             raise StepFailed("validate", InvalidTransition(
                 f"tenant {tenant.tenant_id!r} is {tenant.status.value}; only a ready "
                 "tenant's credentials can be rotated"
@@ -94,8 +95,6 @@ class Rotator:
             await _sleep_until(creds.retire_after)
             step = "retire"
             creds = await self._retire(tenant, hooks, target, creds, roles)
-        except StepFailed:
-            raise
         except Exception as exc:
             raise StepFailed(step, exc) from exc
         summary = self._summary(request, creds, roles)

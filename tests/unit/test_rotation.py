@@ -289,3 +289,24 @@ def test_cli_rotate_json_names_the_new_logins_and_no_secret(
     assert "password" not in result.stdout
     assert bad.exit_code == 2
     assert "unknown role 'root'" in bad.stderr
+
+
+async def test_a_tenant_that_stopped_being_ready_before_the_worker_ran_is_not_rotated(
+    make_env: EnvFactory,
+) -> None:
+    """Degraded between enqueue and work: the request fails (`rotate_failed`, with the actor),
+    no login is created and the tenant gets no error of its own."""
+    from cloner.controlplane import TenantUpdate
+
+    env = await ready_env(make_env)
+    before = await creds_of(env)
+    await TenantService(env.app).rotate("acme", actor="cli:bob")
+    await env.cp.update_tenant("acme", TenantUpdate(status=Status.DEGRADED))
+    env.engine.calls.clear()
+    assert (await env.work_once()).status is RequestStatus.FAILED
+    assert not [h for h, _ in env.engine.calls if h in {"create_login", "retire_login"}]
+    assert await creds_of(env) == before
+    failed = [e for e in await env.cp.events("acme") if e["kind"] == "rotate_failed"]
+    assert failed and failed[-1]["detail"]["actor"] == "cli:bob"
+    assert failed[-1]["detail"]["step"] == "validate"
+    assert (await env.tenant()).error is None
