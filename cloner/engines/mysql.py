@@ -983,7 +983,10 @@ class MysqlEngine:
         it as itself, so those still hold cloner's own body.
         """
         name = "no_privileged_definers"
-        own = {c.username for c in target.credentials.roles.values()}
+        creds = target.credentials
+        own = {c.username for c in creds.roles.values()}
+        # A rotated-out login stays (locked) while it defines objects: still the tenant's.
+        own_pattern = re.compile(own_login_pattern([creds.grantee(r) for r in creds.roles]))
         legacy_guards = {f"schema_info_guard_{event}" for event in ("insert", "update", "delete")}
         objects = (
             ("trigger", "TRIGGER_NAME", "DEFINER", "TRIGGERS", "TRIGGER_SCHEMA"),
@@ -1001,6 +1004,7 @@ class MysqlEngine:
                 found += [
                     f"{kind} {row[0]} (DEFINER={row[1]})" for row in await cur.fetchall()
                     if str(row[1]).rpartition("@")[0] not in own
+                    and not own_pattern.fullmatch(str(row[1]).rpartition("@")[0])
                     and not (kind == "trigger" and str(row[0]) in legacy_guards
                              and str(row[1]).rpartition("@")[0] == SUPERUSER)
                 ]

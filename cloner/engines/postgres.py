@@ -565,11 +565,6 @@ class PostgresEngine:
         except (asyncpg.PostgresError, OSError) as exc:
             return CheckResult(name, False, f"readonly check failed: {type(exc).__name__}")
 
-    @staticmethod
-    def _tenant_roles(target: TenantTarget) -> list[str]:
-        """Every login role cloner made for the tenant (what the role checks cover)."""
-        return [c.username for c in target.credentials.roles.values()]
-
     async def _check_roles_unprivileged(self, target: TenantTarget) -> CheckResult:
         name = "roles_not_privileged"
         creds = target.credentials
@@ -952,7 +947,7 @@ class PostgresEngine:
 
     async def row_counts(self, target: TenantTarget) -> dict[str, int]:
         """Exact row counts per table in schema public (read as the owner role)."""
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         async with self._session(target) as conn, conn.transaction(readonly=True):
             await conn.execute(f"SET LOCAL ROLE {quote_ident(owner)}")
             tables = await conn.fetch(
@@ -1008,7 +1003,7 @@ class PostgresEngine:
 
     async def migration_state(self, target: TenantTarget) -> MigrationState:
         """Root version and applied steps from the tenant's ``schema_info``."""
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         async with self._session(target) as conn:
             return await pg_migrations.read_state(conn, target.tenant_id, owner)
 
@@ -1028,7 +1023,7 @@ class PostgresEngine:
         self, target: TenantTarget, applied: AppliedMigration, checksum: str
     ) -> None:
         """Record ``checksum`` for an applied step (``migrate repair``)."""
-        owner = target.credentials.roles["owner"].username
+        owner = target.credentials.grantee("owner")
         async with self._session(target) as conn:
             await pg_migrations.realign(conn, target.tenant_id, owner, applied, checksum)
 
