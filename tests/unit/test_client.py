@@ -189,6 +189,32 @@ async def test_restore_tenant_brings_a_deleted_tenant_back(setup: Setup) -> None
     assert restored["events"][-1]["kind"] == "restored"
 
 
+async def test_rotate_tenant_queues_new_passwords_that_the_tenant_then_shows(
+    setup: Setup,
+) -> None:
+    """rotate_tenant answers the queued request; once worked, reveal shows the new login;
+    an unknown role is InvalidRequest on `role`, an unknown tenant NotFound."""
+    setup.app.settings = setup.app.settings.model_copy(update={"rotation_grace_s": 0})
+    async with setup.client() as client, setup.worker():
+        await client.create_tenant("acme", engine="postgres", industry="finance")
+        await client.wait_ready("acme", timeout_s=10, interval_s=0.02)
+        with pytest.raises(InvalidRequest) as bad_role:
+            await client.rotate_tenant("acme", role="root")
+        with pytest.raises(NotFound):
+            await client.rotate_tenant("nobody")
+        accepted = await client.rotate_tenant("acme", role="app")
+        for _ in range(500):
+            shown = await client.get_tenant("acme", reveal=True)
+            if shown["roles"]["app"]["username"] == "acme_app_r1":
+                break
+            await asyncio.sleep(0.02)
+
+    assert bad_role.value.field == "role"
+    assert accepted["roles"] == ["app"] and accepted["status"] == "ready"
+    assert shown["roles"]["app"]["username"] == "acme_app_r1"
+    assert shown["roles"]["owner"]["username"] == "acme_owner"
+
+
 async def test_wrong_token_raises_unauthorized(setup: Setup) -> None:
     """A 401 answer becomes Unauthorized with status and the problem's detail."""
     async with setup.client(token="not-the-token") as client:
