@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def generate_credentials(username_prefix: str, superuser: str = "postgres") -> C
     )
 
 
-def write_private_file(path: Path, content: str) -> None:
-    """Create ``path`` with mode 0600 atomically; never a moment at a wider mode."""
+@contextlib.contextmanager
+def _private_temp(path: Path, content: str) -> Iterator[Path]:
+    """A fsynced 0600 file beside ``path`` holding ``content``, removed afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -94,11 +96,16 @@ def write_private_file(path: Path, content: str) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        # link() fails if another process won the race; its file is as good as ours.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
+        yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create ``path`` with mode 0600 atomically; never a moment at a wider mode."""
+    with _private_temp(path, content) as tmp, contextlib.suppress(FileExistsError):
+        # link() fails if another process won the race; its file is as good as ours.
+        os.link(tmp, path)
 
 
 def read_or_create(path: Path, factory: str) -> str:
@@ -110,17 +117,8 @@ def read_or_create(path: Path, factory: str) -> str:
 
 def replace_private_file(path: Path, content: str) -> None:
     """Replace ``path`` atomically with a 0600 file: readers see the old or the new text."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with _private_temp(path, content) as tmp:
         tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     # The rename itself must survive a crash, or a restart could find the old keys.
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

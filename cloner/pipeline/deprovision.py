@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,25 +204,16 @@ class Deprovisioner:
         """
         engine, target = await self.s.target(tenant)
         settings = self.s.settings
-        started = time.monotonic()
-        try:
-            async with _backup_deadline(tenant.tenant_id, settings.backup_timeout_s):
-                await self.s.host(engine).ensure_running(target)
-                await engine.wait_ready(target, settings.ready_timeout_s)
-                dest = backup_dest(self.s, tenant.tenant_id)
-                result = await engine.backup(self.s.runtime, target, dest,
-                                             lock_wait_s=settings.dump_lock_timeout_s)
-        except Exception:
-            self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
-            raise
-        record = _record(result, tenant.tenant_id, reason, request_id,
-                         time.monotonic() - started, engine=tenant.engine.value,
-                         template_version=tenant.template_version,
-                         industry=tenant.industry.value, final=final)
-        if final:
-            record["data_request"] = data_request
-        record["actor"] = actor
-        return await self._recorded(tenant, record, result)
+
+        async def dump() -> BackupResult:
+            await self.s.host(engine).ensure_running(target)
+            await engine.wait_ready(target, settings.ready_timeout_s)
+            return await engine.backup(self.s.runtime, target,
+                                       backup_dest(self.s, tenant.tenant_id),
+                                       lock_wait_s=settings.dump_lock_timeout_s)
+
+        return await self._take(tenant, dump, reason=reason, request_id=request_id,
+                                actor=actor, final=final, data_request=data_request)
 
     async def backup_from_volume(
         self, tenant: Tenant, *, reason: str, request_id: str | None,
@@ -230,13 +221,27 @@ class Deprovisioner:
     ) -> dict[str, Any]:
         """Like ``backup``, for a tenant whose container is gone: dumped from its kept volume
         (``ContainerHost.dump_volume``), recorded the same way."""
+
+        async def dump() -> BackupResult:
+            return await ContainerHost(self.s).dump_volume(
+                tenant.tenant_id, backup_dest(self.s, tenant.tenant_id),
+                engine=tenant.engine, request_id=request_id,
+            )
+
+        return await self._take(tenant, dump, reason=reason, request_id=request_id,
+                                actor=actor, final=final, data_request=data_request,
+                                source="volume")
+
+    async def _take(
+        self, tenant: Tenant, dump: Callable[[], Awaitable[BackupResult]], *, reason: str,
+        request_id: str | None, actor: str | None, final: bool, data_request: str | None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Run ``dump`` under the backup deadline, then checksum-record it like every backup."""
         started = time.monotonic()
         try:
             async with _backup_deadline(tenant.tenant_id, self.s.settings.backup_timeout_s):
-                result = await ContainerHost(self.s).dump_volume(
-                    tenant.tenant_id, backup_dest(self.s, tenant.tenant_id),
-                    engine=tenant.engine, request_id=request_id,
-                )
+                result = await dump()
         except Exception:
             self.s.metrics.backups.labels(engine=tenant.engine.value, outcome="failure").inc()
             raise
@@ -247,7 +252,8 @@ class Deprovisioner:
         if final:
             record["data_request"] = data_request
         record["actor"] = actor
-        record["source"] = "volume"
+        if source is not None:
+            record["source"] = source
         return await self._recorded(tenant, record, result)
 
     async def _recorded(

@@ -261,7 +261,9 @@ class DockerRuntime:
             volume.remove(force=True)
             self.client.volumes.create(name, labels=labels, driver_opts=opts)
 
-    def _create(self, spec: ContainerSpec) -> Container:
+    def _hardened_kwargs(self, spec: ContainerSpec, restart: str) -> dict[str, Any]:
+        """Create arguments every container of ours gets: identity, data volume, and the
+        hardening (no capabilities, no new privileges, read-only root, limits)."""
         kwargs: dict[str, Any] = {
             "name": spec.name,
             "image": spec.image,
@@ -270,7 +272,6 @@ class DockerRuntime:
             "labels": self._labels(spec.labels),
             "user": spec.user,
             "detach": True,
-            "ports": {f"{spec.port}/tcp": (spec.bind_host,)},
             "volumes": {spec.volume_name: {"bind": spec.volume_mount, "mode": "rw"}},
             "tmpfs": spec.tmpfs,
             "read_only": spec.read_only,
@@ -281,12 +282,17 @@ class DockerRuntime:
             "memswap_limit": spec.memory_limit_bytes,
             "nano_cpus": spec.nano_cpus,
             "pids_limit": spec.pids_limit,
-            "restart_policy": {"Name": "unless-stopped"},
-            "network": spec.network,
+            "restart_policy": {"Name": restart},
             "hostname": spec.name,
         }
         if spec.shm_size_bytes:
             kwargs["shm_size"] = spec.shm_size_bytes
+        return kwargs
+
+    def _create(self, spec: ContainerSpec) -> Container:
+        kwargs = self._hardened_kwargs(spec, restart="unless-stopped")
+        kwargs["ports"] = {f"{spec.port}/tcp": (spec.bind_host,)}
+        kwargs["network"] = spec.network
         if spec.log_max_size:
             # Rotated whatever the daemon's default: tenant input reaches error lines.
             kwargs["log_config"] = LogConfig(type=LogConfig.types.JSON, config={
@@ -441,31 +447,9 @@ class DockerRuntime:
                 f"volume {spec.volume_name} is in use by {', '.join(busy)}; "
                 "a second server on the same data would corrupt it"
             )
-        kwargs: dict[str, Any] = {
-            "name": spec.name,
-            "image": spec.image,
-            "command": list(spec.command) or None,
-            "environment": spec.env,
-            "labels": self._labels(spec.labels),
-            "user": spec.user,
-            "detach": True,
-            # No network at all: the dump runs over the server's local socket.
-            "network_mode": "none",
-            "volumes": {spec.volume_name: {"bind": spec.volume_mount, "mode": "rw"}},
-            "tmpfs": spec.tmpfs,
-            "read_only": spec.read_only,
-            "cap_drop": ["ALL"],
-            "cap_add": list(spec.cap_add) or None,
-            "security_opt": ["no-new-privileges"],
-            "mem_limit": spec.memory_limit_bytes,
-            "memswap_limit": spec.memory_limit_bytes,
-            "nano_cpus": spec.nano_cpus,
-            "pids_limit": spec.pids_limit,
-            "restart_policy": {"Name": "no"},
-            "hostname": spec.name,
-        }
-        if spec.shm_size_bytes:
-            kwargs["shm_size"] = spec.shm_size_bytes
+        kwargs = self._hardened_kwargs(spec, restart="no")
+        # No network at all: the dump runs over the server's local socket.
+        kwargs["network_mode"] = "none"
         try:
             container = self.client.containers.create(**kwargs)
         except docker.errors.ImageNotFound as exc:
