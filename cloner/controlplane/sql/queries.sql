@@ -18,7 +18,7 @@ ON CONFLICT (tenant_id) DO UPDATE SET
     status = excluded.status, engine = excluded.engine, industry = excluded.industry,
     template_version = excluded.template_version, request_id = excluded.request_id,
     endpoint = NULL, container_id = NULL, container_name = NULL, credentials = NULL,
-    isolation = NULL, timings = '{}', error = NULL, attempts = 0, hardening_level = 0,
+    isolation = NULL, timings = '{}', error = NULL, attempts = 0,
     created_at = excluded.created_at, updated_at = excluded.updated_at;
 
 -- name: restore_tenant
@@ -29,8 +29,7 @@ UPDATE tenants
    SET status = :status, engine = :engine, industry = :industry,
        template_version = :template_version, request_id = :request_id,
        endpoint = NULL, container_id = NULL, container_name = NULL, credentials = NULL,
-       isolation = NULL, timings = '{}', error = NULL, attempts = 0, hardening_level = 0,
-       updated_at = :now
+       isolation = NULL, timings = '{}', error = NULL, attempts = 0, updated_at = :now
  WHERE tenant_id = :tenant_id;
 
 -- name: insert_request
