@@ -56,8 +56,10 @@ def due_for_hardening(
 ) -> list[Tenant]:
     """The tenants a pass should queue a ``harden`` request for, in order.
 
-    READY, below their engine's level, without an active request and not in
-    ``cooling``; at most ``limit`` minus the ``harden`` requests already active.
+    READY, below their engine's level, without an active request, no migration
+    in flight or fencing its logins (``apply_rbac`` would give them LOGIN back)
+    and not in ``cooling``; at most ``limit`` minus the ``harden`` requests
+    already active.
     """
     in_flight = sum(1 for r in active.values() if r is not None and r.kind is RequestKind.HARDEN)
     room = limit - in_flight
@@ -66,6 +68,7 @@ def due_for_hardening(
     due = sorted(
         (t for t in tenants
          if t.status is Status.READY and t.engine in levels
+         and t.migration is None and not t.logins_fenced
          and t.hardening_level < levels[t.engine]
          and active.get(t.tenant_id) is None and t.tenant_id not in cooling),
         key=lambda t: (t.hardening_level, t.tenant_id),

@@ -56,8 +56,9 @@ class Hardener:
             raise StepFailed("validate", TenantNotFound(f"no tenant {request.tenant_id!r}"))
         driver = get_engine(tenant.engine)
         level = driver.hardening_level
-        if tenant.status is not Status.READY or tenant.hardening_level >= level:
-            # Moved on since it was queued (deleted, degraded, re-provisioned) or already
+        if (tenant.status is not Status.READY or tenant.hardening_level >= level
+                or tenant.migration is not None or tenant.logins_fenced):
+            # Moved on since it was queued (deleted, degraded, migrating) or already
             # recorded (redelivery): whatever runs rbac next records the level itself.
             log.info("harden.nothing_to_do", tenant_id=tenant.tenant_id,
                      status=tenant.status.value, level=tenant.hardening_level, engine_level=level)

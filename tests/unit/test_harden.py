@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def test_skips_tenants_with_an_active_request_and_not_ready_ones() -> None:
     tenants = [_tenant("a"), _tenant("b"), _tenant("c", status=Status.DEGRADED),
                _tenant("d", status=Status.MIGRATING), _tenant("e", status=Status.PROVISIONING),
                _tenant("f")]
+    tenants += [replace(_tenant("g"), migration={"rollout": "r9", "phase": "step"}),
+                replace(_tenant("h"), writes_fenced={"since": "t0", "until": None})]
     active = {"a": _request("a", RequestKind.BACKUP), "b": None}
 
     assert _ids(due_for_hardening(tenants, active, LEVELS, limit=5)) == ["b", "f"]
