@@ -16,6 +16,7 @@ from cloner.install import bind_install, check_missing_control_plane
 from cloner.metrics import Metrics
 from cloner.pipeline import Deprovisioner, Provisioner
 from cloner.pipeline.context import Services
+from cloner.pipeline.harden import Hardener
 from cloner.pipeline.rotate import Rotator
 from cloner.runtime.docker import DockerRuntime
 from cloner.secrets import (
@@ -70,6 +71,11 @@ class App:
     def rotator(self) -> Rotator:
         """A credential-rotation pipeline bound to this app."""
         return Rotator(self.services)
+
+    @property
+    def hardener(self) -> Hardener:
+        """Re-applies a newer engine hardening to an older tenant (``harden`` requests)."""
+        return Hardener(self.services)
 
     @classmethod
     @asynccontextmanager

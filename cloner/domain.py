@@ -100,6 +100,9 @@ class RequestKind(enum.StrEnum):
     BACKUP = "backup"
     #: New passwords for a ready tenant's roles, without downtime (``cloner tenant rotate``).
     ROTATE = "rotate"
+    #: Re-applying an engine's newer rbac/hardening to a ready tenant (queued by the
+    #: reconciler, so it never races another request of the tenant).
+    HARDEN = "harden"
 
 
 #: Request kinds that run the provisioning pipeline (and compensate when they fail).
@@ -352,6 +355,8 @@ class Tenant:
         """True while a migration keeps the application logins fenced."""
         fence = self.writes_fenced
         return fence is not None and fence.get("until") is None
+    #: The engine hardening level its rbac was last applied at (0: before levels existed).
+    hardening_level: int = 0
 
     @property
     def spec(self) -> TenantSpec:

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     #: Days a deprovisioned tenant's volume is kept before the reconciler purges it (only
     #: once a verified backup exists). 0 purges at the next pass.
     retention_days: float = Field(default=constants.RETENTION_DAYS, ge=0)
+    #: READY tenants hardened below their engine's level that one reconciler pass may queue
+    #: a ``harden`` request for (queued or running ones count against it); 0 turns it off.
+    harden_per_pass: int = Field(default=2, ge=0, le=100)
+    #: After a failed ``harden`` request, seconds before a pass queues that tenant again.
+    harden_retry_s: float = Field(default=3600.0, ge=0)
 
     # Per-tenant connection pools for applications (cloner.pools).
     pool_min_size: int = Field(default=1, ge=0)

@@ -477,6 +477,8 @@ class FakeEngine:
     roles: tuple[str, ...] = TENANT_ROLES
     superuser = "postgres"
     container_port: int = 5432
+    #: Tests raise it to make registered tenants due for a ``harden`` request.
+    hardening_level: int = 1
     transient_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(

@@ -70,6 +70,8 @@ class TenantUpdate:
     error: dict[str, Any] | None = _UNSET
     backup: dict[str, Any] | None = _UNSET
     attempts: int = _UNSET
+    #: The engine hardening level the tenant's rbac was just applied at.
+    hardening_level: int = _UNSET
     event: str | None = None
     event_detail: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +79,7 @@ class TenantUpdate:
         """The fields that are set, by name (``status`` and event excluded)."""
         names = (
             "endpoint", "container_id", "container_name", "credentials_token",
-            "isolation", "timings", "error", "backup", "attempts",
+            "isolation", "timings", "error", "backup", "attempts", "hardening_level",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not _UNSET}
 

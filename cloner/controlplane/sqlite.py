@@ -747,6 +747,7 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
         ),
         migration=_of_incarnation(row, "migration"),
         writes_fenced=_of_incarnation(row, "writes_fenced"),
+        hardening_level=int(row["hardening_level"]) if "hardening_level" in row.keys() else 0,  # noqa: SIM118 - as above
     )
 
 

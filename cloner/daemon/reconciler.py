@@ -82,6 +82,11 @@ the registry and the active (queued/running) requests, and then:
    that runs it counts ``action="retention_purged"``. Without a verified
    backup nothing is purged (``action="retention_blocked"``, reported once).
 
+6. **Hardening** (``daemon/harden.py``). READY tenants whose recorded
+   hardening level is below their engine's get a ``harden`` request (at most
+   ``harden_per_pass`` active at once): a worker re-applies rbac and re-proves
+   them (``action="harden_queued"``).
+
 The reconciler never fights the workers: tenants with an active request are
 skipped, and every state change goes through the registry's state machine,
 so a tenant that moved on meanwhile (say, to ``deprovisioning``) refuses the
@@ -109,6 +114,7 @@ import structlog
 from cloner import constants
 from cloner.app import App
 from cloner.controlplane import TenantUpdate
+from cloner.daemon.harden import HardenSweep
 from cloner.daemon.health import mark_degraded, mark_ready
 from cloner.daemon.retention import RetentionSweep
 from cloner.domain import (
@@ -271,6 +277,7 @@ class Reconciler:
         self._seen_now: set[tuple[str, str, str]] = set()
         self._limiter = asyncio.Semaphore(REPAIR_CONCURRENCY)
         self._retention = RetentionSweep(app)
+        self._harden = HardenSweep(app)
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then every ``reconcile_interval_s`` until ``stop`` is set."""
@@ -345,6 +352,7 @@ class Reconciler:
 
         await self._repairs(tenants, active, owned, actions)
         await self._retention_sweep(tenants, active, actions)
+        await self._harden_sweep(tenants, active, actions)
 
     # ------------------------------------------------------------- abandoned
 
@@ -542,7 +550,8 @@ class Reconciler:
         self._act(actions, action, tid, name, f"now at {endpoint.host}:{endpoint.port}")
         target = TenantTarget(tid, driver.database_name(tid), endpoint, creds, name,
                               session=SessionLimits.from_settings(self.app.settings),
-                              guard=self.app.services.endpoint_guard(tid, info.name, info.id))
+                              guard=self.app.services.endpoint_guard(tid, info.name, info.id),
+                              legacy_hardening=fresh.hardening_level < driver.hardening_level)
         await driver.wait_ready(target, self.app.settings.ready_timeout_s)
         proof = fresh.isolation
         if action == "recreated":
@@ -626,6 +635,16 @@ class Reconciler:
             self._act(actions, outcome.action, outcome.tenant_id,
                       volume_name(outcome.tenant_id), outcome.detail,
                       level="warning" if blocked else "info", once=blocked)
+
+    # -------------------------------------------------------------- hardening
+
+    async def _harden_sweep(
+        self, tenants: dict[str, Tenant], active: dict[str, Request | None],
+        actions: list[ReconcileAction],
+    ) -> None:
+        for outcome in await self._harden.sweep(tenants, active, time.time()):
+            self._act(actions, "harden_queued", outcome.tenant_id, outcome.tenant_id,
+                      outcome.detail)
 
     # ------------------------------------------------------------------ drift
 

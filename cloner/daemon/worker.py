@@ -29,6 +29,7 @@ from cloner.domain import PROVISIONING_KINDS, Lease, Request, RequestKind, Statu
 from cloner.errors import ControlPlaneError, LeaseLost
 from cloner.logging import get_logger
 from cloner.pipeline import Deprovisioner, Provisioner, StepFailed
+from cloner.pipeline.harden import Hardener
 from cloner.pipeline.rotate import Rotator
 
 log = get_logger(__name__)
@@ -40,7 +41,8 @@ RENEW_RETRY_BASE_S = 0.2
 #: A worker whose claim loop hits a control-plane error waits at most this long to retry.
 CLAIM_RETRY_CAP_S = 5.0
 #: Request kinds whose failure leaves the tenant as it was (still ready): no tenant error.
-_TENANT_UNTOUCHED = frozenset({RequestKind.BACKUP, RequestKind.ROTATE})
+#: A failed harden is queued again by a later reconciler pass.
+_TENANT_UNTOUCHED = frozenset({RequestKind.BACKUP, RequestKind.ROTATE, RequestKind.HARDEN})
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, jitter: float = 0.2) -> float:
@@ -206,6 +208,8 @@ class Worker:
                     await Deprovisioner(services).on_demand(request)
                 elif request.kind is RequestKind.ROTATE:
                     await Rotator(services).run(request)
+                elif request.kind is RequestKind.HARDEN:
+                    await Hardener(services).run(request)
                 else:
                     await Deprovisioner(services).run(
                         request, checkpoint=cp.checkpoint)
@@ -269,6 +273,7 @@ class Worker:
         elif request.kind in _TENANT_UNTOUCHED:
             # The tenant itself is fine: the reason goes to the request and the history,
             # not to the tenant's error (that field explains why a tenant is not ready).
+            # A failed harden is queued again by a later reconciler pass.
             await cp.update_tenant(request.tenant_id, TenantUpdate(
                 event=f"{request.kind.value}_failed", event_detail=detail,
             ))

@@ -112,6 +112,9 @@ class TenantTarget:
     #: Confirms the endpoint is the tenant's own container before a secret is sent.
     #: The daemon's targets always carry one; None (tests, scratch servers) skips it.
     guard: EndpointGuard | None = None
+    #: The tenant's recorded hardening level is below the engine's: the proof tolerates
+    #: the state an older ``apply_rbac`` left (and says so) until a ``harden`` re-applies it.
+    legacy_hardening: bool = False
 
     def __repr__(self) -> str:
         return f"TenantTarget(tenant_id={self.tenant_id!r}, endpoint={self.endpoint!r})"
@@ -217,6 +220,11 @@ class EngineDriver(Protocol):
     roles: tuple[str, ...]
     #: The server's administrative login, whose password cloner alone holds.
     superuser: str
+    #: The version of what ``apply_rbac`` enforces. Bump it whenever rbac or the
+    #: hardening it applies changes: READY tenants recorded below it get ``apply_rbac``
+    #: re-run by a ``harden`` request (``pipeline/harden.py``), and until then the proof
+    #: tolerates the older shape it names (``TenantTarget.legacy_hardening``).
+    hardening_level: int
     container_port: int
     #: Client-library errors that mean "not yet" (server settling, connection
     #: refused, too many connections): the pipeline retries them.

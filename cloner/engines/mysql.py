@@ -373,6 +373,8 @@ class MysqlEngine:
     placement = Placement.CONTAINER
     roles: tuple[str, ...] = TENANT_ROLES
     superuser = SUPERUSER
+    #: 1: the schema_info guard triggers are defined by the owner account, not root (H1).
+    hardening_level = 1
     container_port = 3306
     #: Connection-level faults are raised as ``NotReady`` (transient) by this
     #: module; this one can escape mid-query when the server goes away.
@@ -980,7 +982,10 @@ class MysqlEngine:
         The ``schema_info`` guard triggers of tenants provisioned before cloner
         defined them as the owner are root's and pass: no tenant can create an
         object defined by root, nor change a trigger's body without re-creating
-        it as itself, so those still hold cloner's own body.
+        it as itself, so those still hold cloner's own body. They pass only while
+        the tenant's recorded hardening level is below the engine's
+        (``target.legacy_hardening``); its ``harden`` request re-creates them as
+        the owner, and from then on a root-defined guard fails like anything else.
         """
         name = "no_privileged_definers"
         creds = target.credentials
@@ -1005,7 +1010,8 @@ class MysqlEngine:
                     f"{kind} {row[0]} (DEFINER={row[1]})" for row in await cur.fetchall()
                     if str(row[1]).rpartition("@")[0] not in own
                     and not own_pattern.fullmatch(str(row[1]).rpartition("@")[0])
-                    and not (kind == "trigger" and str(row[0]) in legacy_guards
+                    and not (target.legacy_hardening
+                             and kind == "trigger" and str(row[0]) in legacy_guards
                              and str(row[1]).rpartition("@")[0] == SUPERUSER)
                 ]
         if found:

@@ -109,6 +109,9 @@ class PostgresEngine:
     placement = Placement.CONTAINER
     roles: tuple[str, ...] = TENANT_ROLES
     superuser = "postgres"
+    #: 1: the database belongs to the superuser (the owner role owns schema public only)
+    #: and tenant database/role settings are stripped (audit H1).
+    hardening_level = 1
     container_port = 5432
     transient_errors: tuple[type[BaseException], ...] = (
         asyncpg.CannotConnectNowError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
@@ -628,11 +631,12 @@ class PostgresEngine:
 
         Fails on any ``pg_db_role_setting`` row but cloner's own (``search_path =
         public`` on a non-superuser role, server-wide; plus ``role = <its privilege
-        role>`` on a login a credential rotation created). Who owns the database is
-        reported, not failed: tenants provisioned before the owner role stopped
-        owning it keep it until ``apply_rbac`` runs again, and the one thing that
-        ownership adds for steering sessions, ``ALTER DATABASE … SET``, is what
-        this check fails on.
+        role>`` on a login a credential rotation created), and on a database not
+        owned by the superuser. The latter is only reported while the tenant's
+        recorded hardening level is below the engine's (``target.legacy_hardening``):
+        it was provisioned before the owner role stopped owning its database and
+        keeps it until its ``harden`` request re-runs ``apply_rbac``. Once hardened,
+        the same ownership fails (the owner could ``ALTER DATABASE … SET`` again).
         """
         name = "no_tenant_session_settings"
         superuser = target.credentials.superuser.username
@@ -661,14 +665,18 @@ class PostgresEngine:
         rows = [r for r in rows if not (
             r["datname"] == "*" and set(r["setconfig"]) == rotated.get(r["rolname"]))]
         ownership = f"database {target.database} owned by {owner}"
-        if owner != superuser:
-            ownership += f" (not yet moved to {superuser}: an rbac re-run does it)"
-        if rows:
-            settings = "; ".join(
-                f"{', '.join(r['setconfig'])} for role {r['rolname']} in database {r['datname']}"
-                for r in rows
+        foreign_owner = owner != superuser and not target.legacy_hardening
+        if foreign_owner:
+            ownership += f", not {superuser}"
+        elif owner != superuser:
+            ownership += (f" (tolerated until its harden request moves it to {superuser}: "
+                          "hardened below the engine's level)")
+        if rows or foreign_owner:
+            settings = "".join(
+                f"{', '.join(r['setconfig'])} for role {r['rolname']} in database "
+                f"{r['datname']}; " for r in rows
             )
-            return CheckResult(name, False, f"{settings}; {ownership}")
+            return CheckResult(name, False, f"{settings}{ownership}")
         return CheckResult(
             name, True,
             f"no database or role settings besides cloner's search_path=public on tenant "

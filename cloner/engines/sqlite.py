@@ -64,6 +64,7 @@ class SqliteEngine:
     placement = Placement.EMBEDDED
     roles: tuple[str, ...] = ()
     superuser = ""  # no logins
+    hardening_level = 0  # unchanged since levels were introduced
     container_port = 0
     transient_errors: tuple[type[BaseException], ...] = ()
 

@@ -54,6 +54,7 @@ import structlog
 
 from cloner.backups import verify_backup
 from cloner.catalog.migrations import Direction, MigrationCatalog, MigrationScript
+from cloner.controlplane import TenantUpdate
 from cloner.controlplane.migrations import StepRecord, TenantOutcome
 from cloner.domain import Status, Tenant
 from cloner.engines import EngineDriver, TenantTarget
@@ -488,6 +489,8 @@ class TenantMigrator:
         await subject.engine.apply_rbac(target, settings.tenant_connection_limit)
         # apply_rbac gives the roles their LOGIN back: fenced again until the outcome is.
         await hooks.fence_logins(target, True)
+        await self.s.control_plane.update_tenant(tenant.tenant_id, TenantUpdate(
+            hardening_level=subject.engine.hardening_level))
         state = await hooks.migration_state(target)
         if state.current_version != version or state.in_progress is not None:
             raise MigrationError(

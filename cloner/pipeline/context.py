@@ -93,6 +93,7 @@ class Services:
             storage_root=self.storage_root(engine),
             session=SessionLimits.from_settings(self.settings),
             guard=self.endpoint_guard(tenant.tenant_id, name, tenant.container_id),
+            legacy_hardening=tenant.hardening_level < engine.hardening_level,
         )
 
     def endpoint_guard(

@@ -379,6 +379,9 @@ class Provisioner:
     async def _rbac(self, run: ProvisionRun) -> None:
         assert run.engine is not None
         await run.engine.apply_rbac(run.target(), self.s.settings.tenant_connection_limit)
+        # Recorded with the rbac itself: the reconciler never queues a `harden` for it.
+        await self.s.control_plane.update_tenant(
+            run.tenant_id, TenantUpdate(hardening_level=run.engine.hardening_level))
 
     async def _verify(self, run: ProvisionRun) -> None:
         assert run.engine and run.spec

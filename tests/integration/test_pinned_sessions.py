@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import aiomysql
@@ -214,8 +215,10 @@ async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
         await cur.execute("CREATE OR REPLACE DEFINER = root@localhost TRIGGER "
                           "schema_info_guard_insert BEFORE INSERT ON schema_info_real "
                           "FOR EACH ROW SET @cloner_guard = 1")
-    checks = await driver.prove_isolation(target, [])
+    checks = await driver.prove_isolation(replace(target, legacy_hardening=True), [])
     definers = _check(checks, "no_privileged_definers")
     assert not definers.passed
     assert "view lent (DEFINER=root@localhost)" in definers.detail
+    # (tolerated only for a tenant hardened below the engine's level: tests/integration/
+    # test_harden.py covers a hardened tenant, where the root-defined guard fails too)
     assert "schema_info_guard" not in definers.detail

@@ -154,6 +154,7 @@ class MongoEngine:
     placement = Placement.CONTAINER
     roles: tuple[str, ...] = TENANT_ROLES
     superuser = "root"
+    hardening_level = 0  # unchanged since levels were introduced
     container_port = MONGO_PORT
     transient_errors: tuple[type[BaseException], ...] = (ConnectionFailure,)
     #: Unreachable server (``AutoReconnect``, server selection) or refused login.
