@@ -8,6 +8,7 @@ one transaction, and a reader never sees half a state change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -269,7 +270,8 @@ class SQLiteControlPlane:
         """
         now = time.time()
         async with self._write() as db:
-            cursor = await db.execute(QUERIES["next_claimable"], {"now": now})
+            cursor = await db.execute(QUERIES["next_claimable"],
+                                      {"now": now, "kinds": _KNOWN_KINDS})
             row = await cursor.fetchone()
             if row is None:
                 return None
@@ -720,7 +722,28 @@ def _endpoint(raw: str | None) -> Endpoint | None:
     )
 
 
+_KNOWN_KINDS = json.dumps([kind.value for kind in RequestKind])
+
+
+@contextlib.contextmanager
+def _readable(what: str) -> Iterator[None]:
+    """A row this cloner cannot parse (an enum value from a newer version, a hand edit)
+    is a one-line ``ControlPlaneError``, not a ``ValueError`` that kills a worker."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ControlPlaneError(
+            f"cannot read {what} from the control plane ({exc}); was it written by a "
+            "newer cloner or edited by hand?"
+        ) from exc
+
+
 def _tenant(row: aiosqlite.Row) -> Tenant:
+    with _readable(f"tenant {row['tenant_id']!r}"):
+        return _parse_tenant(row)
+
+
+def _parse_tenant(row: aiosqlite.Row) -> Tenant:
     isolation = _loads(row["isolation"])
     return Tenant(
         tenant_id=row["tenant_id"],
@@ -763,6 +786,11 @@ def _of_incarnation(row: aiosqlite.Row, column: str) -> dict[str, Any] | None:
 
 
 def _request(row: aiosqlite.Row) -> Request:
+    with _readable(f"request {row['id']!r}"):
+        return _parse_request(row)
+
+
+def _parse_request(row: aiosqlite.Row) -> Request:
     return Request(
         id=row["id"],
         tenant_id=row["tenant_id"],

@@ -589,3 +589,38 @@ async def test_use_before_open_raises_control_plane_error(tmp_path: Path) -> Non
     plane = SQLiteControlPlane(tmp_path / "cp.sqlite3")
     with pytest.raises(ControlPlaneError, match="not open"):
         await plane.get_tenant("acme")
+
+
+async def _write_raw(path: Path, sql: str, *params: object) -> None:
+    """Change the file behind cloner's back, as a newer cloner or a hand edit would."""
+    def write() -> None:
+        with sqlite3.connect(path) as db:
+            db.execute(sql, params)
+    await asyncio.to_thread(write)
+
+
+async def test_a_request_kind_this_cloner_does_not_know_is_left_for_a_newer_one(
+    cp: SQLiteControlPlane,
+) -> None:
+    """A newer cloner's request kind is never claimed (it stays queued); others still are."""
+    future = await _provision(cp, "future")
+    await _write_raw(cp.path, "UPDATE requests SET kind = 'hibernate' WHERE id = ?", future.id)
+    known = await _provision(cp, "known")
+    claimed = await cp.claim("owner", TTL_S)
+    assert claimed is not None and claimed.id == known.id
+    assert await cp.claim("owner", TTL_S) is None
+    with pytest.raises(ControlPlaneError, match=f"request '{future.id}'.*newer cloner"):
+        await cp.get_request(future.id)
+
+
+async def test_an_unreadable_tenant_row_is_a_one_line_control_plane_error(
+    cp: SQLiteControlPlane,
+) -> None:
+    """A state this cloner does not know is a ControlPlaneError naming the tenant, not a
+    ValueError that would kill a worker (and, restarted, kill it again)."""
+    await _provision(cp, "acme")
+    await _write_raw(cp.path, "UPDATE tenants SET status = 'hibernated' WHERE tenant_id = ?",
+                     "acme")
+    with pytest.raises(ControlPlaneError) as info:
+        await cp.get_tenant("acme")
+    assert "tenant 'acme'" in str(info.value) and "\n" not in str(info.value)

@@ -45,10 +45,12 @@ SELECT * FROM requests WHERE id = :id;
 
 -- name: next_claimable
 -- Expired leases are re-taken whatever happened to their owner: expiry never
--- depends on the owner's daemon row existing.
+-- depends on the owner's daemon row existing. Only kinds this daemon knows (:kinds,
+-- a JSON list) are claimed: a request written by a newer cloner waits for one.
 SELECT id FROM requests
- WHERE (status = 'queued' AND not_before <= :now)
-    OR (status = 'running' AND lease_expires_at < :now)
+ WHERE ((status = 'queued' AND not_before <= :now)
+        OR (status = 'running' AND lease_expires_at < :now))
+   AND kind IN (SELECT value FROM json_each(:kinds))
  ORDER BY not_before, created_at
  LIMIT 1;
 
