@@ -366,6 +366,23 @@ def _server_command(defaults: ContainerDefaults) -> tuple[str, ...]:
     )
 
 
+async def _kill_connections(
+    cur: aiomysql.Cursor, where: str, params: Sequence[object]
+) -> None:
+    """``KILL`` every other connection matching ``where`` (a PROCESSLIST condition with
+    ``%s`` placeholders); one that ended meanwhile is no error."""
+    await cur.execute(
+        f"SELECT ID FROM information_schema.PROCESSLIST WHERE {where} "
+        "AND ID <> CONNECTION_ID()", tuple(params),
+    )
+    for (session_id,) in await cur.fetchall():
+        try:
+            await cur.execute("KILL CONNECTION %s", (int(session_id),))
+        except pymysql.err.MySQLError as exc:
+            if error_code(exc) != _ER_NO_SUCH_THREAD:
+                raise
+
+
 class MysqlEngine:
     """MariaDB 10.11 tenants (the ``mysql`` engine)."""
 
@@ -840,16 +857,7 @@ class MysqlEngine:
                     )
                 else:
                     await cur.execute(f"DROP USER IF EXISTS {acct}")
-            await cur.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST "
-                "WHERE USER = %s AND ID <> CONNECTION_ID()", (login.username,),
-            )
-            for (session_id,) in await cur.fetchall():
-                try:
-                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
-                except pymysql.err.MySQLError as exc:
-                    if error_code(exc) != _ER_NO_SUCH_THREAD:
-                        raise
+            await _kill_connections(cur, "USER = %s", (login.username,))
 
     # -------------------------------------------------------------- isolation
 
@@ -1490,16 +1498,7 @@ class MysqlEngine:
         metadata locks and stall the drop.
         """
         async with self._session(target, no_database=True) as conn, conn.cursor() as cur:
-            await cur.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST "
-                "WHERE DB = %s AND ID <> CONNECTION_ID()", (target.database,),
-            )
-            for (session_id,) in await cur.fetchall():
-                try:
-                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
-                except pymysql.err.MySQLError as exc:
-                    if error_code(exc) != _ER_NO_SUCH_THREAD:
-                        raise
+            await _kill_connections(cur, "DB = %s", (target.database,))
             await cur.execute("SET SESSION lock_wait_timeout = %s", (DROP_LOCK_WAIT_S,))
             await cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(target.database)}")
 
@@ -1518,16 +1517,7 @@ class MysqlEngine:
                 await cur.execute(f"ALTER USER {account(str(user), str(host))} ACCOUNT {verb}")
             if not fenced:
                 return
-            await cur.execute(
-                f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) "
-                "AND ID <> CONNECTION_ID()", users,
-            )
-            for (session_id,) in await cur.fetchall():
-                try:
-                    await cur.execute("KILL CONNECTION %s", (int(session_id),))
-                except pymysql.err.MySQLError as exc:
-                    if error_code(exc) != _ER_NO_SUCH_THREAD:
-                        raise
+            await _kill_connections(cur, f"USER IN ({marks})", users)
 
     def dsn(self, endpoint: Endpoint, username: str, password: str) -> str:
         """``mysql://user:password@host:port/database``."""

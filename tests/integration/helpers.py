@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiomysql
 import asyncpg
 
 from cloner.app import App
@@ -71,3 +72,18 @@ async def pools_of(app: App, refresh_s: float, **settings: object) -> AsyncItera
         yield pools
     finally:
         await pools.close()
+
+
+@asynccontextmanager
+async def mysql_cursor(target: TenantTarget, role: str | None) -> AsyncIterator[aiomysql.Cursor]:
+    """A cursor on the tenant's MariaDB database as ``role`` (None: root), autocommit."""
+    cred = target.credentials.superuser if role is None else target.credentials.roles[role]
+    user = "root" if role is None else cred.username
+    conn = await aiomysql.connect(host=target.endpoint.host, port=target.endpoint.port,
+                                  user=user, password=cred.password, db=target.database,
+                                  autocommit=True, connect_timeout=5)
+    try:
+        async with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()

@@ -11,9 +11,6 @@ proof.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import aiomysql
 import asyncpg
 import pytest
@@ -26,7 +23,7 @@ from cloner.domain import CheckResult, Engine, RequestKind, Status
 from cloner.engines import TenantTarget, get_engine
 from cloner.pipeline.verify import prove_isolation
 from cloner.tenants import TenantService
-from tests.integration.helpers import connect, provision_ready
+from tests.integration.helpers import connect, mysql_cursor, provision_ready
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -132,20 +129,6 @@ async def test_pg_legacy_tenant_is_hardened_by_the_pass(docker_app: App) -> None
         await su.close()
 
 
-@asynccontextmanager
-async def _mysql(target: TenantTarget, role: str | None) -> AsyncIterator[aiomysql.Cursor]:
-    cred = target.credentials.superuser if role is None else target.credentials.roles[role]
-    user = "root" if role is None else cred.username
-    conn = await aiomysql.connect(host=target.endpoint.host, port=target.endpoint.port,
-                                  user=user, password=cred.password, db=target.database,
-                                  autocommit=True, connect_timeout=5)
-    try:
-        async with conn.cursor() as cur:
-            yield cur
-    finally:
-        conn.close()
-
-
 async def _root_guard(cur: aiomysql.Cursor) -> None:
     """The insert guard as releases before the owner-defined ones created it: root's."""
     await cur.execute(
@@ -168,10 +151,10 @@ async def test_mysql_legacy_guard_triggers_are_redefined_by_the_pass(docker_app:
     owner_name = target.credentials.roles["owner"].username
     token = await app.control_plane.credentials_token(tid)
 
-    async with _mysql(target, "owner") as cur:
+    async with mysql_cursor(target, "owner") as cur:
         await cur.execute("CREATE TABLE hd_data (v VARCHAR(20))")
         await cur.execute("INSERT INTO hd_data VALUES ('kept')")
-    async with _mysql(target, None) as cur:
+    async with mysql_cursor(target, None) as cur:
         await _root_guard(cur)
         assert "root" in await _guard_definers(cur, target.database)
     await app.control_plane.update_tenant(tid, TenantUpdate(hardening_level=0))
@@ -181,15 +164,15 @@ async def test_mysql_legacy_guard_triggers_are_redefined_by_the_pass(docker_app:
 
     await _pass_and_work(app, tid)
 
-    async with _mysql(target, None) as cur:
+    async with mysql_cursor(target, None) as cur:
         assert await _guard_definers(cur, target.database) == {owner_name}
     await _assert_hardened_once(app, tid, token)
-    async with _mysql(target, "app") as cur:
+    async with mysql_cursor(target, "app") as cur:
         await cur.execute("SELECT v FROM hd_data")
         assert [row[0] for row in await cur.fetchall()] == ["kept"]
 
     # Hardened: a root-defined guard is no longer tolerated.
-    async with _mysql(target, None) as cur:
+    async with mysql_cursor(target, None) as cur:
         await _root_guard(cur)
     strict_driver, strict = await app.services.target(await service.get(tid))
     definers = _check(await strict_driver.prove_isolation(strict, []), "no_privileged_definers")

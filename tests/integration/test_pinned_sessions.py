@@ -13,12 +13,9 @@ it as root.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import aiomysql
 import asyncpg
 import pytest
 
@@ -29,7 +26,7 @@ from cloner.engines import TenantTarget, get_engine
 from cloner.pipeline.verify import prove_isolation
 from cloner.tenants import TenantService
 from tests.conftest import make_settings, remove_owned, require_docker
-from tests.integration.helpers import connect, provision_ready, target_of
+from tests.integration.helpers import connect, mysql_cursor, provision_ready, target_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -161,20 +158,6 @@ async def test_pg_tenant_lock_cannot_stall_the_proof(tmp_path: Path) -> None:
             await remove_owned(app)
 
 
-@asynccontextmanager
-async def _mysql(target: TenantTarget, role: str | None) -> AsyncIterator[aiomysql.Cursor]:
-    cred = target.credentials.superuser if role is None else target.credentials.roles[role]
-    user = "root" if role is None else cred.username
-    conn = await aiomysql.connect(host=target.endpoint.host, port=target.endpoint.port,
-                                  user=user, password=cred.password, db=target.database,
-                                  autocommit=True, connect_timeout=5)
-    try:
-        async with conn.cursor() as cur:
-            yield cur
-    finally:
-        conn.close()
-
-
 async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
     """schema_info swapped for an invoker view over a recording function: never run as root."""
     app = docker_app
@@ -182,7 +165,7 @@ async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
     await provision_ready(app, "mysql", tid)
     driver, target = await app.services.target(await TenantService(app).get(tid))
 
-    async with _mysql(target, "owner") as cur:
+    async with mysql_cursor(target, "owner") as cur:
         await cur.execute("CREATE TABLE loot (who VARCHAR(300))")
         await cur.execute(
             "CREATE FUNCTION steal() RETURNS INT SQL SECURITY INVOKER MODIFIES SQL DATA "
@@ -197,7 +180,7 @@ async def test_mysql_tenant_objects_never_run_as_root(docker_app: App) -> None:
     await driver.row_counts(target)
     checks = await driver.prove_isolation(target, [])
 
-    async with _mysql(target, None) as cur:
+    async with mysql_cursor(target, None) as cur:
         await cur.execute("SELECT who FROM loot")
         runners = {str(row[0]).partition("@")[0] for row in await cur.fetchall()}
         assert runners, "the trojan function never ran: the test proves nothing"
